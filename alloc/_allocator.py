@@ -1,0 +1,443 @@
+"""BuddyAllocator: the one module that touches the compiled core (``ffi``/``lib``).
+
+How a block stays memory-safe: every block is a slice of one base
+memoryview over the arena.  CPython's slices share the base view's managed
+buffer, which holds the arena's export until the *last* view over it is
+gone; so neither ``close()`` nor dropping the allocator can free or unlock
+the arena under a live view.  An arena the allocator made itself is a
+``ffi.gc`` pointer kept alive by that same buffer.
+
+How a block is found again on ``free``: a dict from ``id(view)`` to its
+offset (the dict holds the view, so the id cannot be reused while the entry
+exists), and a dict from offset to ``(view, size)`` for buffers that are not
+the view itself (``numpy.frombuffer(view)``) and for the requested size.
+Popping the first dict is the atomic "claim" that makes a racing double free
+fail cleanly.
+
+Thread safety: the C calls keep the GIL (see ``csrc/ffi_build.py``), so each
+is atomic; all shared state lives in C or in single dict operations.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from typing import Any, Dict, Optional, Tuple, Union
+
+from ._buddy import ffi, lib
+from ._errors import BufferArgumentError, OutOfMemory
+
+__all__ = ["BuddyAllocator"]
+
+#: Anything that exports a buffer (bytes-like objects, numpy arrays, mmap).
+Buffer = Any
+
+_MAX_CAPACITY = lib.BUDDY_MAX_CAPACITY
+_U64_MAX = (1 << 64) - 1
+
+# Bound once: a module-global lookup is cheaper than ``lib.x`` each call.
+_c_alloc = lib.buddy_alloc
+_c_free = lib.buddy_free
+
+
+def _raise_status(status: int, what: str) -> None:
+    """Turn a failed buddy_status into the exception a user would catch."""
+    message = ffi.string(lib.buddy_strerror(status)).decode()
+    if status in (lib.BUDDY_ENOMEM,):
+        raise OutOfMemory(f"{what}: {message}")
+    if status == lib.BUDDY_ECORRUPT:
+        raise RuntimeError(f"{what}: {message}")
+    raise ValueError(f"{what}: {message}")
+
+
+def _as_size(size: object, name: str = "size") -> int:
+    """``operator.index(size)`` for a non-negative integer, bools refused."""
+    if isinstance(size, bool):
+        raise TypeError(f"{name} must be an integer, not bool")
+    try:
+        n = operator.index(size)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer, not {type(size).__name__}"
+        ) from None
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n}")
+    return n
+
+
+def _block_size(size: int, min_size: int) -> int:
+    """The power of two >= max(size, min_size) (any size, no C call)."""
+    return 1 << (max(size, min_size) - 1).bit_length()
+
+
+def _gil_held() -> bool:
+    """True if C calls into the core run with the GIL held (they should)."""
+    return bool(lib.alloc_gil_held())
+
+
+class BuddyAllocator:
+    """A buddy allocator over one arena; blocks are writable memoryviews.
+
+    ``arena`` is an ``int`` (the allocator obtains that many bytes, rounded
+    up to a multiple of ``min_size``) or a writable C-contiguous buffer
+    (capacity is its length rounded down to a multiple of ``min_size``).
+    ``min_size`` is rounded down to a power of two; every block is a power
+    of two >= ``min_size`` and starts at a multiple of its own size from the
+    arena start.
+
+    All public operations are atomic under threads.  ``alloc`` and ``free``
+    cost O(log(capacity / min_size)) in C; see README for the figures.
+    """
+
+    # Class-level defaults: close(), repr() and the properties work even if
+    # __init__ failed half-way.
+    _closed = True
+    _h: Any = None
+    _st: Any = None
+    _mv: Optional[memoryview] = None
+    _arena: Any = None
+    _base = 0
+    _capacity = 0
+    _min_size = 0
+
+    def __init__(self, arena: Union[int, Buffer], *, min_size: int = 16) -> None:
+        min_size = _as_size(min_size, "min_size")
+        if min_size < 1:
+            raise ValueError("min_size must be >= 1")
+        min_size = 1 << (min_size.bit_length() - 1)  # round down to 2**k
+
+        if isinstance(arena, bool):
+            raise TypeError("arena must be an int or a writable buffer, not bool")
+        if isinstance(arena, numbers.Integral):  # int, numpy integers
+            capacity, mv, base = self._own_arena(operator.index(arena), min_size)
+        else:
+            capacity, mv, base = self._buffer_arena(arena, min_size)
+
+        out = ffi.new("buddy_t **")
+        status = lib.buddy_new(capacity, min_size, out)
+        if status == lib.BUDDY_ENOMEM:
+            raise MemoryError(
+                f"cannot allocate allocator metadata for {capacity} bytes"
+            )
+        if status != lib.BUDDY_OK:
+            _raise_status(status, "BuddyAllocator()")
+        self._h = ffi.gc(out[0], lib.buddy_destroy)
+        self._st = lib.buddy_stats(self._h)
+        self._mv = mv
+        self._base = base
+        self._capacity = capacity
+        self._min_size = min_size
+        self._by_id: Dict[int, int] = {}
+        self._by_off: Dict[int, Tuple[memoryview, int]] = {}
+        self._closed = False
+
+    def _own_arena(self, size: int, min_size: int) -> Tuple[int, memoryview, int]:
+        if size <= 0:
+            raise ValueError(f"arena size must be > 0, got {size}")
+        capacity = -(-size // min_size) * min_size
+        if capacity > _MAX_CAPACITY:
+            raise MemoryError(f"cannot allocate an arena of {size} bytes")
+        raw = lib.buddy_arena_alloc(capacity)
+        if raw == ffi.NULL:
+            raise MemoryError(f"cannot allocate an arena of {size} bytes")
+        self._arena = ffi.gc(raw, lib.buddy_arena_free, size=capacity)
+        mv = memoryview(ffi.buffer(self._arena, capacity))
+        return capacity, mv, int(ffi.cast("uintptr_t", self._arena))
+
+    @staticmethod
+    def _buffer_arena(arena: Buffer, min_size: int) -> Tuple[int, memoryview, int]:
+        try:
+            mv = memoryview(arena)
+        except TypeError:
+            raise TypeError(
+                "arena must be an int or a writable buffer, "
+                f"not {type(arena).__name__}"
+            ) from None
+        if mv.readonly:
+            raise BufferArgumentError("arena buffer is read-only")
+        if not mv.c_contiguous:
+            raise BufferArgumentError("arena buffer is not C-contiguous")
+        if mv.ndim != 1 or mv.format != "B":
+            mv = mv.cast("B")
+        capacity = len(mv) // min_size * min_size
+        if capacity < min_size:
+            raise ValueError(
+                f"arena buffer of {len(mv)} bytes is shorter than "
+                f"min_size={min_size}: no block fits"
+            )
+        ptr = ffi.from_buffer(mv)
+        base = int(ffi.cast("uintptr_t", ptr))
+        ffi.release(ptr)
+        return capacity, mv, base
+
+    # ---- blocks ---------------------------------------------------------
+
+    def alloc(self, size: int) -> memoryview:
+        """Return a writable view of exactly ``size`` bytes (not cleared).
+
+        Raises :class:`alloc.OutOfMemory` when no block fits,
+        :class:`TypeError` for a non-integer, :class:`ValueError` for a
+        negative size or a closed allocator.
+        """
+        if type(size) is int and 0 <= size <= self._capacity:
+            off = _c_alloc(self._h, size)
+            if off >= 0:
+                view = self._mv[off : off + size]  # type: ignore[index]
+                self._by_off[off] = (view, size)
+                self._by_id[id(view)] = off
+                return view
+        view = self._alloc_slow(size)
+        if view is None:
+            raise self._out_of_memory(_as_size(size))
+        return view
+
+    def try_alloc(self, size: int) -> Optional[memoryview]:
+        """Like :meth:`alloc`, but return ``None`` when no block fits."""
+        if type(size) is int and 0 <= size <= self._capacity:
+            off = _c_alloc(self._h, size)
+            if off >= 0:
+                view = self._mv[off : off + size]  # type: ignore[index]
+                self._by_off[off] = (view, size)
+                self._by_id[id(view)] = off
+                return view
+        return self._alloc_slow(size)
+
+    def calloc(self, size: int) -> memoryview:
+        """Like :meth:`alloc`, but the view is zero-filled."""
+        view = self.alloc(size)
+        if size:
+            ptr = ffi.from_buffer(view)
+            lib.memset(ptr, 0, len(view))
+            ffi.release(ptr)
+        return view
+
+    def _alloc_slow(self, size: object) -> Optional[memoryview]:
+        """Everything the fast path leaves: odd types, huge sizes, closed,
+        full.  Returns the view or None when no block fits."""
+        n = _as_size(size)
+        if self._closed:
+            raise ValueError("the allocator is closed")
+        off = _c_alloc(self._h, min(n, _U64_MAX))
+        if off < 0:
+            if self._closed:
+                raise ValueError("the allocator is closed")
+            return None
+        view = self._mv[off : off + n]  # type: ignore[index]
+        self._by_off[off] = (view, n)
+        self._by_id[id(view)] = off
+        return view
+
+    def _out_of_memory(self, size: int) -> OutOfMemory:
+        return OutOfMemory(
+            f"cannot allocate {size} bytes: that needs a "
+            f"{_block_size(size, self._min_size)}-byte block, and the largest "
+            f"free block is {self.largest_free} bytes "
+            f"(capacity {self._capacity}, {self.bytes_free} bytes free)"
+        )
+
+    def free(self, block: Buffer) -> None:
+        """Return a block: the view :meth:`alloc` gave, or any buffer over
+        exactly the same bytes.
+
+        Raises :class:`ValueError` and changes nothing for a buffer outside
+        the arena, one that is not exactly a live block, a double free, or a
+        closed allocator; :class:`TypeError` for a non-buffer.
+        """
+        off = self._by_id.pop(id(block), None)
+        if off is None:
+            off = self._claim(block)
+        record = self._by_off.pop(off, None)
+        if record is None:  # close() ran after the claim
+            raise ValueError("the allocator is closed")
+        status = _c_free(self._h, off, record[1])
+        if status:
+            _raise_status(status, "free()")
+
+    def offset_of(self, block: Buffer) -> int:
+        """The offset from the arena start of a live block (the view, or a
+        buffer over exactly its bytes).  Raises like :meth:`free`."""
+        off = self._by_id.get(id(block))
+        if off is None:
+            off = self._locate(block)
+        return off
+
+    def _locate(self, block: Buffer) -> int:
+        """Offset of the live block that ``block`` covers exactly, or raise."""
+        if self._closed:
+            raise ValueError("the allocator is closed")
+        try:
+            ptr = ffi.from_buffer(block)
+        except TypeError:
+            raise TypeError(
+                f"expected a block (a buffer), not {type(block).__name__}"
+            ) from None
+        except BufferError as exc:
+            raise ValueError(f"not a block of this allocator: {exc}") from None
+        off = int(ffi.cast("uintptr_t", ptr)) - self._base
+        length = len(ptr)
+        ffi.release(ptr)
+        if not 0 <= off < self._capacity:
+            _raise_status(lib.BUDDY_ERANGE, "not a block of this allocator")
+        record = self._by_off.get(off)
+        if record is None:
+            status = lib.buddy_probe(self._h, off, length)
+            _raise_status(status or lib.BUDDY_EFREE, f"no live block at offset {off}")
+        if record[1] != length:  # type: ignore[index]
+            raise ValueError(
+                f"the block at offset {off} holds {record[1]} bytes, "  # type: ignore[index]
+                f"but the buffer given has {length}"
+            )
+        return off
+
+    def _claim(self, block: Buffer) -> int:
+        """Slow path of free(): find the block and take it out of the
+        records; exactly one of two racing frees succeeds."""
+        off = self._locate(block)
+        record = self._by_off.get(off)
+        if record is None or self._by_id.pop(id(record[0]), None) is None:
+            raise ValueError(f"free(): the block at offset {off} is already free")
+        return off
+
+    def block_size(self, size: int) -> int:
+        """The block size :meth:`alloc` would take for ``size`` bytes, or 0
+        if no block of this arena is that large."""
+        n = _as_size(size)
+        bs = _block_size(n, self._min_size)
+        return bs if bs <= self._capacity else 0
+
+    # ---- statistics -----------------------------------------------------
+
+    @property
+    def bytes_total(self) -> int:
+        """Capacity in bytes."""
+        return self._capacity
+
+    @property
+    def bytes_allocated(self) -> int:
+        """Sum of the sizes requested by live blocks."""
+        return int(self._st.bytes_requested) if self._st is not None else 0
+
+    @property
+    def bytes_wasted(self) -> int:
+        """Sum over live blocks of block size minus requested size."""
+        st = self._st
+        return int(st.bytes_in_blocks - st.bytes_requested) if st is not None else 0
+
+    @property
+    def bytes_free(self) -> int:
+        """Capacity not covered by a live block."""
+        st = self._st
+        return int(st.capacity - st.bytes_in_blocks) if st is not None else 0
+
+    @property
+    def largest_free(self) -> int:
+        """The largest ``size`` that :meth:`alloc` would satisfy now."""
+        return int(lib.buddy_largest_free(self._h)) if self._h is not None else 0
+
+    @property
+    def min_size(self) -> int:
+        """The minimum block size (a power of two)."""
+        return self._min_size
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def __len__(self) -> int:
+        """Number of live blocks."""
+        return int(self._st.live_blocks) if self._st is not None else 0
+
+    def stats(self) -> Dict[str, Any]:
+        """Every statistic in one consistent snapshot, plus ``free_blocks``:
+        ``{block_size: number of free blocks of that size}`` for every block
+        size of the tree (like Linux's /proc/buddyinfo), and
+        ``metadata_bytes``, the memory the core uses for bookkeeping."""
+        if self._st is None:
+            raise ValueError("the allocator was never created")
+        s = ffi.new("buddy_stats_t *", self._st[0])  # one atomic copy
+        largest = int(lib.buddy_largest_free(self._h))
+        return {
+            "bytes_total": int(s.capacity),
+            "bytes_allocated": int(s.bytes_requested),
+            "bytes_wasted": int(s.bytes_in_blocks - s.bytes_requested),
+            "bytes_free": int(s.capacity - s.bytes_in_blocks),
+            "largest_free": largest,
+            "min_size": int(s.min_size),
+            "live_blocks": int(s.live_blocks),
+            "free_blocks": {
+                int(s.min_size) << k: int(s.free_blocks[k])
+                for k in range(s.max_order + 1)
+            },
+            "metadata_bytes": int(lib.buddy_metadata_bytes(s.capacity, s.min_size)),
+        }
+
+    def counters(self) -> Dict[str, int]:
+        """History since creation (never decreasing): successful
+        ``alloc_calls`` and ``free_calls``, and ``failed_allocs`` refused
+        for lack of space."""
+        st = self._st
+        if st is None:
+            raise ValueError("the allocator was never created")
+        return {
+            "alloc_calls": int(st.alloc_calls),
+            "free_calls": int(st.free_calls),
+            "failed_allocs": int(st.failed_allocs),
+        }
+
+    def check(self) -> None:
+        """Walk the core's metadata; raise :class:`RuntimeError` naming the
+        first broken invariant.  O(capacity / min_size)."""
+        if self._h is None:
+            raise ValueError("the allocator was never created")
+        msg = ffi.new("char[]", 256)
+        if lib.buddy_check(self._h, msg, 256) != lib.BUDDY_OK:
+            raise RuntimeError(
+                "allocator invariant broken: " + ffi.string(msg).decode()
+            )
+
+    def _debug_flip(self, which: int, order: int, index: int) -> None:
+        """Testing aid: flip one metadata bit (0 = free, 1 = split) so a
+        test can prove :meth:`check` notices.  Never use it otherwise."""
+        if lib.buddy_debug_flip(self._h, which, order, index) != lib.BUDDY_OK:
+            raise ValueError("no such metadata bit")
+
+    # ---- life cycle -----------------------------------------------------
+
+    def close(self) -> None:
+        """End the allocator: later alloc/free raise :class:`ValueError`.
+
+        The statistics stay readable, frozen.  Live views stay valid; the
+        arena's memory is released (or a buffer arena unlocked) once the
+        last of them is gone.  Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        lib.buddy_close(self._h)
+        self._by_id.clear()
+        self._by_off.clear()
+        if self._mv is not None:
+            self._mv.release()  # live slices keep the managed buffer
+        self._arena = None
+
+    def __enter__(self) -> "BuddyAllocator":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._st is None:
+            return f"<{type(self).__name__} (not created)>"
+        state = "closed " if self._closed else ""
+        free = self.bytes_free
+        largest = self.largest_free
+        frag = 0.0 if free == 0 else 100.0 * (1 - largest / free)
+        return (
+            f"<{type(self).__name__} {state}capacity={self._capacity} "
+            f"min_size={self._min_size} live_blocks={len(self)} "
+            f"bytes_allocated={self.bytes_allocated} "
+            f"bytes_wasted={self.bytes_wasted} bytes_free={free} "
+            f"largest_free={largest} free_fragmentation={frag:.1f}%>"
+        )

@@ -1,0 +1,640 @@
+/*
+ * buddy.c -- the buddy allocator described in buddy.h.
+ *
+ * Layers, bottom up:
+ *   bits_   one bitmap with summary levels above it (find-first-set in
+ *           O(depth), set/clear touching a word per level at most)
+ *   order_  the free bitmap, split bitmap and free counter of one order
+ *   node_   predicates on a block (order k, index i) of the buddy tree
+ *   buddy_  the public functions
+ *
+ * State of block (k, i), which covers minimum blocks [i*2^k, (i+1)*2^k):
+ *   it is a node of the tree  iff  k == L or split[k+1] has bit i/2;
+ *   a node is free            iff  free[k] has bit i,
+ *             split           iff  split[k] has bit i,
+ *             allocated       iff  neither.
+ *   Bits of blocks that are not nodes are zero.  A node that is only partly
+ *   inside the arena (the tail past N) is always split; a block wholly past
+ *   N has no bits at all and is never free.  buddy_check() verifies this.
+ */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200112L /* posix_memalign */
+#endif
+#include "buddy.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+#include <pthread.h>
+#define LOCK(b) pthread_mutex_lock(&((buddy_t *)(b))->lock)
+#define UNLOCK(b) pthread_mutex_unlock(&((buddy_t *)(b))->lock)
+#else
+#define LOCK(b) ((void)0)
+#define UNLOCK(b) ((void)0)
+#endif
+
+/* Internal assertions cost nothing unless a build defines BUDDY_ASSERT. */
+#ifndef BUDDY_ASSERT
+#define BUDDY_ASSERT(x) ((void)0)
+#endif
+
+#define BITS_MAX_DEPTH 11 /* ceil(64 / 6): enough for 2^64 bits */
+
+/* ---- bits_: a bitmap with summaries ------------------------------------ */
+
+/* lvl[0] holds the bits; bit w of lvl[d+1] is set iff word w of lvl[d] is
+ * non-zero; lvl[depth-1] is a single word. */
+typedef struct bits {
+    uint64_t *lvl[BITS_MAX_DEPTH];
+    uint32_t depth;
+} bits_t;
+
+static inline unsigned bits_ctz(uint64_t x) { return (unsigned)__builtin_ctzll(x); }
+static inline unsigned bits_clz(uint64_t x) { return (unsigned)__builtin_clzll(x); }
+
+static inline int bits_test(const uint64_t *w, uint64_t i)
+{
+    return (int)((w[i >> 6] >> (i & 63)) & 1u);
+}
+
+static inline void bits_flip_raw(uint64_t *w, uint64_t i)
+{
+    w[i >> 6] ^= (uint64_t)1 << (i & 63);
+}
+
+static inline uint64_t bits_words(uint64_t nbits) { return (nbits + 63) >> 6; }
+
+static void bits_set(bits_t *s, uint64_t i)
+{
+    for (uint32_t d = 0; d < s->depth; d++) {
+        uint64_t *w = &s->lvl[d][i >> 6];
+        uint64_t old = *w;
+        *w = old | ((uint64_t)1 << (i & 63));
+        if (old)
+            return; /* the summary above already has this word */
+        i >>= 6;
+    }
+}
+
+static void bits_clear(bits_t *s, uint64_t i)
+{
+    for (uint32_t d = 0; d < s->depth; d++) {
+        uint64_t *w = &s->lvl[d][i >> 6];
+        *w &= ~((uint64_t)1 << (i & 63));
+        if (*w)
+            return; /* word still non-zero: summary unchanged */
+        i >>= 6;
+    }
+}
+
+/* Lowest set bit; the bitmap must not be empty. */
+static uint64_t bits_first(const bits_t *s)
+{
+    uint64_t i = 0;
+    for (uint32_t d = s->depth; d-- > 0;)
+        i = (i << 6) | bits_ctz(s->lvl[d][i]);
+    return i;
+}
+
+/* ---- the allocator ------------------------------------------------------ */
+
+typedef struct order {
+    bits_t free;     /* free blocks of this order, with summaries */
+    uint64_t *split; /* split blocks of this order; NULL for order 0 */
+    uint64_t nbits;  /* N_k = ceil(N / 2^k) blocks at least partly inside */
+} order_t;
+
+struct buddy {
+    buddy_stats_t st;
+    uint64_t nmin;     /* N: minimum blocks in the arena */
+    uint64_t nonempty; /* bit k set iff st.free_blocks[k] > 0 */
+    uint64_t *meta;    /* one calloc'd region holding every bitmap */
+    uint32_t shift;    /* log2(min_size) */
+    uint32_t top;      /* L */
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+    pthread_mutex_t lock;
+#endif
+    order_t order[]; /* top + 1 entries */
+};
+
+static inline unsigned log2_ceil(uint64_t n) /* n >= 1 */
+{
+    return n <= 1 ? 0u : 64u - bits_clz(n - 1);
+}
+
+/* Words of metadata for N minimum blocks (free bitmaps, summaries, splits). */
+static uint64_t layout_words(uint64_t nmin, unsigned top)
+{
+    uint64_t words = 0;
+    for (unsigned k = 0; k <= top; k++) {
+        uint64_t nbits = ((nmin - 1) >> k) + 1;
+        uint64_t w = bits_words(nbits);
+        if (k > 0)
+            words += w; /* split bitmap */
+        words += w;
+        while (w > 1) { /* summaries */
+            w = bits_words(w);
+            words += w;
+        }
+    }
+    return words;
+}
+
+static int args_valid(uint64_t capacity, uint64_t min_size)
+{
+    return min_size != 0 && (min_size & (min_size - 1)) == 0 &&
+           capacity >= min_size && capacity <= BUDDY_MAX_CAPACITY;
+}
+
+uint64_t buddy_metadata_bytes(uint64_t capacity, uint64_t min_size)
+{
+    if (!args_valid(capacity, min_size))
+        return 0;
+    uint64_t nmin = capacity / min_size;
+    unsigned top = log2_ceil(nmin);
+    return sizeof(buddy_t) + (top + 1) * sizeof(order_t) +
+           8 * layout_words(nmin, top);
+}
+
+/* ---- order_ / node_ ----------------------------------------------------- */
+
+static inline void order_set_free(buddy_t *b, unsigned k, uint64_t i)
+{
+    bits_set(&b->order[k].free, i);
+    if (b->st.free_blocks[k]++ == 0)
+        b->nonempty |= (uint64_t)1 << k;
+}
+
+static inline void order_clear_free(buddy_t *b, unsigned k, uint64_t i)
+{
+    bits_clear(&b->order[k].free, i);
+    if (--b->st.free_blocks[k] == 0)
+        b->nonempty &= ~((uint64_t)1 << k);
+}
+
+static inline int node_is_free(const buddy_t *b, unsigned k, uint64_t i)
+{
+    return bits_test(b->order[k].free.lvl[0], i);
+}
+
+static inline int node_is_split(const buddy_t *b, unsigned k, uint64_t i)
+{
+    return k > 0 && bits_test(b->order[k].split, i);
+}
+
+static inline int node_exists(const buddy_t *b, unsigned k, uint64_t i)
+{
+    return k == b->top || bits_test(b->order[k + 1].split, i >> 1);
+}
+
+/* Order a request of `size` bytes needs; may exceed b->top. */
+static inline unsigned node_order_for(const buddy_t *b, uint64_t size)
+{
+    if (size <= b->st.min_size)
+        return 0;
+    return 64u - bits_clz((size - 1) >> b->shift);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+buddy_status buddy_new(uint64_t capacity, uint64_t min_size, buddy_t **out)
+{
+    if (out == NULL || !args_valid(capacity, min_size))
+        return BUDDY_EINVAL;
+
+    uint64_t nmin = capacity / min_size;
+    unsigned top = log2_ceil(nmin);
+    buddy_t *b = calloc(1, sizeof(buddy_t) + (top + 1) * sizeof(order_t));
+    if (b == NULL)
+        return BUDDY_ENOMEM;
+    uint64_t words = layout_words(nmin, top);
+    if (words > SIZE_MAX / 8 || (b->meta = calloc((size_t)words, 8)) == NULL) {
+        free(b);
+        return BUDDY_ENOMEM;
+    }
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+    if (pthread_mutex_init(&b->lock, NULL) != 0) {
+        free(b->meta);
+        free(b);
+        return BUDDY_ENOMEM;
+    }
+#endif
+    b->nmin = nmin;
+    b->top = top;
+    b->shift = bits_ctz(min_size);
+    b->st.capacity = nmin * min_size;
+    b->st.min_size = min_size;
+    b->st.max_order = top;
+
+    /* Carve the calloc'd region into bitmaps. */
+    uint64_t *p = b->meta;
+    for (unsigned k = 0; k <= top; k++) {
+        order_t *o = &b->order[k];
+        o->nbits = ((nmin - 1) >> k) + 1;
+        uint64_t w = bits_words(o->nbits);
+        if (k > 0) {
+            o->split = p;
+            p += w;
+        }
+        o->free.lvl[0] = p;
+        p += w;
+        o->free.depth = 1;
+        while (w > 1) {
+            w = bits_words(w);
+            o->free.lvl[o->free.depth++] = p;
+            p += w;
+        }
+    }
+    BUDDY_ASSERT(p == b->meta + words);
+
+    /* Make the tree cover exactly N minimum blocks: split the one node per
+     * order that straddles N, free the whole nodes beside it.  O(L). */
+    unsigned k = top;
+    uint64_t i = 0;
+    if (nmin == (uint64_t)1 << top) {
+        order_set_free(b, k, i);
+    } else {
+        for (;;) {
+            bits_flip_raw(b->order[k].split, i); /* straddles N: split */
+            k--;
+            uint64_t left = i << 1, right = left + 1;
+            if ((right << k) <= nmin) { /* left child wholly inside */
+                order_set_free(b, k, left);
+                if ((right << k) == nmin)
+                    break; /* right child wholly outside */
+                i = right;
+            } else {
+                i = left; /* left straddles; right is wholly outside */
+            }
+        }
+    }
+    *out = b;
+    return BUDDY_OK;
+}
+
+void buddy_close(buddy_t *b)
+{
+    if (b == NULL)
+        return;
+    LOCK(b);
+    if (!b->st.closed) {
+        free(b->meta);
+        b->meta = NULL;
+        b->st.closed = 1;
+    }
+    UNLOCK(b);
+}
+
+void buddy_destroy(buddy_t *b)
+{
+    if (b == NULL)
+        return;
+    free(b->meta);
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+    pthread_mutex_destroy(&b->lock);
+#endif
+    free(b);
+}
+
+/* ---- blocks ------------------------------------------------------------- */
+
+int64_t buddy_alloc(buddy_t *b, uint64_t size)
+{
+    LOCK(b);
+    if (b->st.closed) {
+        UNLOCK(b);
+        return -1;
+    }
+    unsigned k = node_order_for(b, size);
+    uint64_t avail = k <= b->top ? b->nonempty >> k : 0;
+    if (avail == 0) {
+        b->st.failed_allocs++;
+        UNLOCK(b);
+        return -1;
+    }
+    unsigned j = k + bits_ctz(avail); /* smallest order with a free block */
+    uint64_t i = bits_first(&b->order[j].free);
+    order_clear_free(b, j, i);
+    while (j > k) { /* split, keep the lower half, free the upper */
+        bits_flip_raw(b->order[j].split, i);
+        j--;
+        i <<= 1;
+        order_set_free(b, j, i + 1);
+    }
+    uint64_t block = b->st.min_size << k;
+    b->st.bytes_requested += size;
+    b->st.bytes_in_blocks += block;
+    b->st.live_blocks++;
+    b->st.alloc_calls++;
+    UNLOCK(b);
+    return (int64_t)(i * block);
+}
+
+/* Why (offset, size) is not a live block: find the leaf node holding
+ * minimum block j by walking down from the root.  O(L). */
+static buddy_status node_diagnose(const buddy_t *b, uint64_t j)
+{
+    unsigned k = b->top;
+    uint64_t i = 0;
+    while (node_is_split(b, k, i)) {
+        k--;
+        i = j >> k;
+    }
+    if (node_is_free(b, k, i))
+        return BUDDY_EFREE;
+    if ((i << k) != j)
+        return BUDDY_EINTERIOR;
+    return BUDDY_ESIZE;
+}
+
+/* BUDDY_OK if a live block of size's order starts at offset, else why not.
+ * The caller holds the lock. */
+static buddy_status node_probe(const buddy_t *b, uint64_t offset, uint64_t size)
+{
+    if (b->st.closed)
+        return BUDDY_ECLOSED;
+    if (offset >= b->st.capacity)
+        return BUDDY_ERANGE;
+    if (offset & (b->st.min_size - 1))
+        return BUDDY_EALIGN;
+    uint64_t j = offset >> b->shift;
+    unsigned k = node_order_for(b, size);
+    uint64_t i = k <= b->top ? j >> k : 0;
+    if (k > b->top || (i << k) != j || !node_exists(b, k, i) ||
+        node_is_free(b, k, i) || node_is_split(b, k, i))
+        return node_diagnose(b, j);
+    return BUDDY_OK;
+}
+
+buddy_status buddy_probe(const buddy_t *b, uint64_t offset, uint64_t size)
+{
+    LOCK(b);
+    buddy_status status = node_probe(b, offset, size);
+    UNLOCK(b);
+    return status;
+}
+
+buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size)
+{
+    LOCK(b);
+    buddy_status status = node_probe(b, offset, size);
+    if (status != BUDDY_OK) {
+        UNLOCK(b);
+        return status;
+    }
+    unsigned k = node_order_for(b, size);
+    uint64_t i = (offset >> b->shift) >> k;
+    uint64_t block = b->st.min_size << k;
+    b->st.bytes_requested -= size;
+    b->st.bytes_in_blocks -= block;
+    b->st.live_blocks--;
+    b->st.free_calls++;
+    while (k < b->top && node_is_free(b, k, i ^ 1)) { /* merge buddies */
+        order_clear_free(b, k, i ^ 1);
+        k++;
+        i >>= 1;
+        bits_flip_raw(b->order[k].split, i); /* parent: split -> free */
+    }
+    order_set_free(b, k, i);
+    UNLOCK(b);
+    return BUDDY_OK;
+}
+
+uint64_t buddy_block_size(const buddy_t *b, uint64_t size)
+{
+    unsigned k = node_order_for(b, size);
+    return k <= b->top ? b->st.min_size << k : 0;
+}
+
+uint64_t buddy_largest_free(const buddy_t *b)
+{
+    uint64_t mask = b->nonempty; /* kept as it was by buddy_close */
+    if (mask == 0)
+        return 0;
+    return b->st.min_size << (63u - bits_clz(mask));
+}
+
+const buddy_stats_t *buddy_stats(const buddy_t *b) { return &b->st; }
+
+/* ---- checking ----------------------------------------------------------- */
+
+typedef struct check {
+    char *msg;
+    size_t msglen;
+    int failed;
+    uint64_t live, in_blocks, free_bytes, min_requested;
+    uint64_t free_count[BUDDY_MAX_ORDER + 1];
+} check_t;
+
+/* Records the first failure; returns 1 if cond holds, 0 otherwise. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static int check_that(check_t *c, int cond, const char *fmt, ...)
+{
+    if (cond)
+        return 1;
+    if (c->failed++ == 0 && c->msg != NULL && c->msglen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->msg, c->msglen, fmt, ap);
+        va_end(ap);
+    }
+    return 0;
+}
+
+/* Every bit of every bitmap: set only where the tree has a node, summaries
+ * agree, nothing past the end. */
+static void check_bitmaps(const buddy_t *b, check_t *c)
+{
+    for (unsigned k = 0; k <= b->top && !c->failed; k++) {
+        const order_t *o = &b->order[k];
+        uint64_t nbits = o->nbits;
+        for (uint32_t d = 0; d < o->free.depth && !c->failed; d++) {
+            const uint64_t *w = o->free.lvl[d];
+            uint64_t nw = bits_words(nbits);
+            uint64_t tail = nbits & 63;
+            check_that(c, tail == 0 || (w[nw - 1] >> tail) == 0,
+                  "order %u summary level %u: bits set past its end", k, d);
+            if (d + 1 < o->free.depth) {
+                for (uint64_t x = 0; x < nw && !c->failed; x++)
+                    check_that(c, bits_test(o->free.lvl[d + 1], x) == (w[x] != 0),
+                          "order %u: summary level %u bit %llu disagrees with "
+                          "the word below", k, d + 1, (unsigned long long)x);
+            } else {
+                check_that(c, nw == 1, "order %u: top summary is not one word", k);
+            }
+            nbits = nw;
+        }
+        for (uint64_t i = 0; i < o->nbits && !c->failed; i++) {
+            int fr = node_is_free(b, k, i), sp = node_is_split(b, k, i);
+            c->free_count[k] += (uint64_t)fr;
+            if (!fr && !sp)
+                continue;
+            check_that(c, !(fr && sp), "block %llu of order %u is both free and "
+                  "split", (unsigned long long)i, k);
+            check_that(c, node_exists(b, k, i), "block %llu of order %u is marked "
+                  "%s but its parent is not split", (unsigned long long)i, k,
+                  fr ? "free" : "split");
+            check_that(c, !fr || k == b->top || !node_is_free(b, k, i ^ 1),
+                  "blocks %llu and %llu of order %u are free buddies that "
+                  "were not merged", (unsigned long long)(i & ~(uint64_t)1),
+                  (unsigned long long)(i | 1), k);
+            check_that(c, !fr || ((i + 1) << k) <= b->nmin, "block %llu of order "
+                  "%u is free but reaches past the arena",
+                  (unsigned long long)i, k);
+        }
+        if (k > 0 && o->nbits & 63)
+            check_that(c, (o->split[bits_words(o->nbits) - 1] >> (o->nbits & 63)) == 0,
+                  "order %u: split bits set past its end", k);
+        check_that(c, c->free_count[k] == b->st.free_blocks[k], "order %u: %llu "
+              "free blocks in the bitmap but the counter says %llu", k,
+              (unsigned long long)c->free_count[k],
+              (unsigned long long)b->st.free_blocks[k]);
+        check_that(c, ((b->nonempty >> k) & 1) == (c->free_count[k] != 0),
+              "order %u: the non-empty mask disagrees with the free count", k);
+    }
+}
+
+/* Walks the tree's nodes from (k, i): partial nodes are split, and the
+ * leaves tile the arena.  Recursion depth <= L. */
+static void check_tree(const buddy_t *b, check_t *c, unsigned k, uint64_t i)
+{
+    if (c->failed || (i << k) >= b->nmin)
+        return; /* wholly past the arena: no node, no bits */
+    uint64_t size = b->st.min_size << k;
+    if (node_is_split(b, k, i)) {
+        check_tree(b, c, k - 1, i << 1);
+        check_tree(b, c, k - 1, (i << 1) | 1);
+        return;
+    }
+    if (!check_that(c, ((i + 1) << k) <= b->nmin, "block %llu of order %u reaches "
+               "past the arena but is not split", (unsigned long long)i, k))
+        return;
+    if (node_is_free(b, k, i)) {
+        c->free_bytes += size;
+    } else {
+        c->live++;
+        c->in_blocks += size;
+        c->min_requested += k == 0 ? 0 : size / 2 + 1;
+    }
+}
+
+buddy_status buddy_check(const buddy_t *b, char *msg, size_t msglen)
+{
+    check_t c;
+    memset(&c, 0, sizeof c);
+    c.msg = msg;
+    c.msglen = msglen;
+    if (msg && msglen)
+        msg[0] = '\0';
+    if (b == NULL) {
+        check_that(&c, 0, "no allocator (NULL)");
+        return BUDDY_ECORRUPT;
+    }
+    LOCK(b);
+    if (!b->st.closed) {
+        check_bitmaps(b, &c);
+        check_tree(b, &c, b->top, 0);
+        const buddy_stats_t *s = &b->st;
+        check_that(&c, c.live == s->live_blocks, "%llu allocated blocks in the "
+              "tree but live_blocks is %llu", (unsigned long long)c.live,
+              (unsigned long long)s->live_blocks);
+        check_that(&c, c.in_blocks == s->bytes_in_blocks, "allocated blocks cover "
+              "%llu bytes but bytes_in_blocks is %llu",
+              (unsigned long long)c.in_blocks,
+              (unsigned long long)s->bytes_in_blocks);
+        check_that(&c, c.in_blocks + c.free_bytes == s->capacity, "free and "
+              "allocated blocks cover %llu bytes of a %llu-byte arena",
+              (unsigned long long)(c.in_blocks + c.free_bytes),
+              (unsigned long long)s->capacity);
+        check_that(&c, s->bytes_requested <= s->bytes_in_blocks &&
+                      s->bytes_requested >= c.min_requested,
+              "bytes_requested %llu is outside what the live blocks allow "
+              "[%llu, %llu]", (unsigned long long)s->bytes_requested,
+              (unsigned long long)c.min_requested,
+              (unsigned long long)s->bytes_in_blocks);
+        check_that(&c, s->alloc_calls - s->free_calls == s->live_blocks,
+              "alloc_calls - free_calls = %llu but live_blocks is %llu",
+              (unsigned long long)(s->alloc_calls - s->free_calls),
+              (unsigned long long)s->live_blocks);
+    }
+    UNLOCK(b);
+    return c.failed ? BUDDY_ECORRUPT : BUDDY_OK;
+}
+
+const char *buddy_strerror(buddy_status status)
+{
+    switch (status) {
+    case BUDDY_OK:
+        return "success";
+    case BUDDY_ENOMEM:
+        return "out of memory: no free block is large enough";
+    case BUDDY_EINVAL:
+        return "invalid argument";
+    case BUDDY_ERANGE:
+        return "the buffer is not inside this allocator's arena";
+    case BUDDY_EALIGN:
+        return "the buffer does not start at a block boundary "
+               "(not a multiple of min_size from the arena start)";
+    case BUDDY_EINTERIOR:
+        return "the buffer starts inside a live block, not at its start";
+    case BUDDY_ESIZE:
+        return "a live block starts here, but its size does not match";
+    case BUDDY_EFREE:
+        return "the block is already free (double free?)";
+    case BUDDY_ECLOSED:
+        return "the allocator is closed";
+    case BUDDY_ECORRUPT:
+        return "allocator metadata is inconsistent";
+    }
+    return "unknown status";
+}
+
+buddy_status buddy_debug_flip(buddy_t *b, unsigned which, unsigned order,
+                              uint64_t index)
+{
+    if (b == NULL)
+        return BUDDY_EINVAL;
+    LOCK(b);
+    buddy_status status = BUDDY_EINVAL;
+    if (!b->st.closed && order <= b->top && index < b->order[order].nbits &&
+        which <= 1 && !(which == 1 && order == 0)) {
+        bits_flip_raw(which ? b->order[order].split
+                            : b->order[order].free.lvl[0], index);
+        status = BUDDY_OK;
+    }
+    UNLOCK(b);
+    return status;
+}
+
+/* ---- arenas ------------------------------------------------------------- */
+
+#ifdef _WIN32
+#include <malloc.h>
+#endif
+
+void *buddy_arena_alloc(uint64_t size)
+{
+    if (size == 0 || size > BUDDY_MAX_CAPACITY || size > SIZE_MAX)
+        return NULL;
+    size_t align = size >= 4096 ? 4096 : 64;
+#ifdef _WIN32
+    return _aligned_malloc((size_t)size, align);
+#else
+    void *p = NULL;
+    return posix_memalign(&p, align, (size_t)size) == 0 ? p : NULL;
+#endif
+}
+
+void buddy_arena_free(void *arena)
+{
+#ifdef _WIN32
+    _aligned_free(arena);
+#else
+    free(arena);
+#endif
+}

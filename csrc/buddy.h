@@ -1,0 +1,210 @@
+/*
+ * buddy.h -- a binary buddy allocator over offsets.
+ *
+ * The core hands out offsets into an arena of `capacity` bytes.  It never
+ * reads or writes the arena itself: all metadata lives in memory of its own,
+ * so a program that scribbles over a freed block cannot corrupt the
+ * allocator, and the arena may be memory the caller cannot even touch
+ * (a device, another process, a file).
+ *
+ * ---------------------------------------------------------------------------
+ * Model
+ * ---------------------------------------------------------------------------
+ * m = min_size (a power of two), N = capacity / m minimum blocks,
+ * L = ceil(log2 N) orders above the minimum.  A block of order k is m * 2^k
+ * bytes and starts at a multiple of its own size (natural alignment).
+ * The buddy tree is the full tree over 2^L minimum blocks; the part of it
+ * that lies past N is never handed out and has no metadata at all, so any
+ * capacity works, not just powers of two.
+ *
+ * Placement: a request of s bytes takes a block of order
+ * k = ceil(log2(max(s, m) / m)).  The core takes the smallest order j >= k
+ * that has a free block, and within that order the free block with the
+ * lowest offset; it splits it down to order k keeping the lower halves.
+ * Freeing coalesces with free buddies as far up as possible.
+ *
+ * ---------------------------------------------------------------------------
+ * Cost
+ * ---------------------------------------------------------------------------
+ * Metadata: for each order k, a free bitmap and (k >= 1) a split bitmap of
+ * N_k = ceil(N / 2^k) bits, and above each free bitmap a summary tree with
+ * one bit per non-zero 64-bit word.  In 64-bit words:
+ *
+ *     words = sum_k [ sum_d ceil(N_k / 64^(d+1)) ]  (free bitmap + summaries)
+ *           + sum_{k>=1} ceil(N_k / 64)             (split bitmap)
+ *
+ * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes, where
+ * D = ceil(log64 N) <= 11.  buddy_metadata_bytes() reports the exact figure;
+ * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,496 bytes.
+ *
+ * Time: buddy_alloc and buddy_free touch at most (L + 1)(D + 2) words and
+ * use find-first-set instructions; nothing is ever scanned.  A summary word
+ * is only touched when the word below it changes between zero and non-zero,
+ * so the usual cost is a few words per level split or merged.
+ * buddy_new is O(L) (metadata comes zeroed from calloc, so the pages of a
+ * large arena's metadata are committed only as they are first touched).
+ * buddy_check is O(N).
+ *
+ * ---------------------------------------------------------------------------
+ * Threads
+ * ---------------------------------------------------------------------------
+ * An allocator is not safe to use from several threads at once unless the
+ * core is compiled with BUDDY_LOCKED defined to 1; then every function that
+ * takes a buddy_t (except buddy_destroy) holds the allocator's own mutex.
+ * Different allocators never share state.  The Python binding keeps the
+ * GIL across every call, which serialises them on a GIL build, and defines
+ * BUDDY_LOCKED on a free-threaded build.
+ *
+ * Nothing here aborts, prints or calls exit().  Sizes and offsets are bytes.
+ */
+#ifndef BUDDY_H
+#define BUDDY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest capacity (and so the largest block) the core accepts: 2^62. */
+#define BUDDY_MAX_CAPACITY ((uint64_t)1 << 62)
+/* Orders run from 0 (min_size) to at most BUDDY_MAX_ORDER. */
+#define BUDDY_MAX_ORDER 62
+
+/* Every fallible function returns one of these.  buddy_strerror() has a
+ * sentence for each. */
+typedef enum buddy_status {
+    BUDDY_OK = 0,
+    BUDDY_ENOMEM = 1,     /* no free block is large enough (or no memory
+                             for the metadata, from buddy_new) */
+    BUDDY_EINVAL = 2,     /* bad argument: capacity < min_size or too large,
+                             min_size not a power of two, NULL pointer */
+    BUDDY_ERANGE = 3,     /* offset is not inside the arena */
+    BUDDY_EALIGN = 4,     /* offset is not a multiple of min_size, so no
+                             block can start there */
+    BUDDY_EINTERIOR = 5,  /* offset is inside a live block, not its start */
+    BUDDY_ESIZE = 6,      /* a live block starts at offset, but the size
+                             given belongs to a different block size */
+    BUDDY_EFREE = 7,      /* the memory at offset is already free
+                             (a double free) */
+    BUDDY_ECLOSED = 8,    /* buddy_close() was called on this allocator */
+    BUDDY_ECORRUPT = 9    /* buddy_check() found a broken invariant */
+} buddy_status;
+
+typedef struct buddy buddy_t;
+
+/* Counters, kept up to date by every operation and readable at any time
+ * through buddy_stats().  "Blocks" are whole buddy blocks; "requested" is
+ * what callers asked for. */
+typedef struct buddy_stats {
+    uint64_t capacity;        /* N * min_size; never changes */
+    uint64_t min_size;        /* m; never changes */
+    uint64_t bytes_requested; /* sum of sizes of live allocations */
+    uint64_t bytes_in_blocks; /* sum of block sizes of live allocations */
+    uint64_t live_blocks;     /* number of live allocations */
+    uint64_t alloc_calls;     /* successful allocations; never decreases */
+    uint64_t free_calls;      /* successful frees; never decreases */
+    uint64_t failed_allocs;   /* allocations refused for lack of space;
+                                 never decreases */
+    uint32_t max_order;       /* L */
+    uint32_t closed;          /* 1 after buddy_close() */
+    uint64_t free_blocks[BUDDY_MAX_ORDER + 1];
+                              /* free_blocks[k]: free blocks of order k */
+} buddy_stats_t;
+
+/* ---- life cycle --------------------------------------------------------- */
+
+/* Creates an allocator for an arena of `capacity` bytes, rounded down to a
+ * multiple of `min_size`.  min_size must be a power of two (>= 1) and
+ * capacity must be at least min_size and at most BUDDY_MAX_CAPACITY.
+ * On success stores the allocator in *out and returns BUDDY_OK; otherwise
+ * returns BUDDY_EINVAL or BUDDY_ENOMEM (metadata could not be allocated)
+ * and leaves *out untouched.  O(L) time, buddy_metadata_bytes() of memory. */
+buddy_status buddy_new(uint64_t capacity, uint64_t min_size, buddy_t **out);
+
+/* Ends the allocator but keeps it readable: its metadata is released, every
+ * later buddy_alloc fails and every later buddy_free returns BUDDY_ECLOSED;
+ * buddy_stats() still answers with the figures as they were.  Idempotent.
+ * NULL is ignored. */
+void buddy_close(buddy_t *b);
+
+/* Releases everything; b must not be used afterwards.  NULL is ignored.
+ * Not to be called while another thread may be using b. */
+void buddy_destroy(buddy_t *b);
+
+/* Bytes of memory the allocator uses for (capacity, min_size): the struct
+ * plus the bitmaps, as buddy_new would allocate them.  0 if the arguments
+ * are invalid. */
+uint64_t buddy_metadata_bytes(uint64_t capacity, uint64_t min_size);
+
+/* ---- blocks ------------------------------------------------------------- */
+
+/* Allocates a block for `size` bytes (0 is allowed and takes a min_size
+ * block) and returns its offset, a multiple of its block size.  Returns -1
+ * when no free block is large enough, when size exceeds every block, or
+ * after buddy_close(); nothing changes then except failed_allocs. */
+int64_t buddy_alloc(buddy_t *b, uint64_t size);
+
+/* Frees the block at `offset`.  `size` must be the size it was allocated
+ * with: the core checks that it maps to the block's size (it cannot tell
+ * 960 from 1000 within one 1024-byte block) and subtracts it from
+ * bytes_requested.  Returns BUDDY_OK, or without changing anything:
+ * BUDDY_ERANGE, BUDDY_EALIGN, BUDDY_EINTERIOR, BUDDY_ESIZE, BUDDY_EFREE,
+ * BUDDY_ECLOSED (see the enum).  Every check is O(L). */
+buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size);
+
+/* What buddy_free(b, offset, size) would return, without freeing anything:
+ * BUDDY_OK means a live block of size's block size starts at offset. */
+buddy_status buddy_probe(const buddy_t *b, uint64_t offset, uint64_t size);
+
+/* The block size that a request of `size` bytes takes (max(size, min_size)
+ * rounded up to a power of two), or 0 if no block of the arena's tree is
+ * that large.  O(1). */
+uint64_t buddy_block_size(const buddy_t *b, uint64_t size);
+
+/* The largest size buddy_alloc would satisfy now: the size of the largest
+ * free block, or 0 if none is free (after buddy_close: the figure as it
+ * was).  O(1). */
+uint64_t buddy_largest_free(const buddy_t *b);
+
+/* The allocator's counters.  The pointer stays valid until buddy_destroy
+ * and always shows current figures.  Never NULL for a valid b. */
+const buddy_stats_t *buddy_stats(const buddy_t *b);
+
+/* ---- checking ----------------------------------------------------------- */
+
+/* Walks all metadata and checks every invariant: bits set only on nodes of
+ * the tree, a node is exactly one of free / split / allocated, no two free
+ * buddies, summaries agree with the bitmaps, every counter agrees with the
+ * bitmaps, and the blocks tile the arena exactly.  Returns BUDDY_OK or
+ * BUDDY_ECORRUPT and writes a sentence naming the first broken invariant
+ * into msg (if msg is not NULL and msglen > 0; always NUL-terminated).
+ * After buddy_close() returns BUDDY_OK.  O(N). */
+buddy_status buddy_check(const buddy_t *b, char *msg, size_t msglen);
+
+/* A constant sentence for a status (never NULL). */
+const char *buddy_strerror(buddy_status status);
+
+/* ---- testing aid -------------------------------------------------------- */
+
+/* Flips one metadata bit so that tests can prove buddy_check() notices:
+ * which = 0 the free bit, 1 the split bit of block `index` at `order`.
+ * Returns BUDDY_EINVAL if there is no such bit.  Never use it otherwise. */
+buddy_status buddy_debug_flip(buddy_t *b, unsigned which, unsigned order,
+                              uint64_t index);
+
+/* ---- arenas ------------------------------------------------------------- */
+
+/* Convenience for callers that want the core to provide the memory too:
+ * `size` bytes aligned to 4096 when size >= 4096, else to 64, not cleared;
+ * pages are committed by the OS as they are first touched.  NULL when the
+ * machine cannot provide it or size is 0.  Free with buddy_arena_free. */
+void *buddy_arena_alloc(uint64_t size);
+void buddy_arena_free(void *arena);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BUDDY_H */

@@ -1,0 +1,97 @@
+"""Build script for the cffi extension ``alloc._buddy`` (never imported at run time).
+
+setup.py names it in ``cffi_modules``.  The module compiles the C core
+(``buddy.c``) and the C benchmark driver (``bench.c``) into one extension.
+
+Every call into this module keeps the GIL: the preamble redefines the macros
+that cffi's generated wrappers use to release and re-take it (and to save and
+restore errno), so a short call costs ~40 ns instead of a GIL round-trip that
+can wait for a busy thread's whole switch interval.  That relies on how cffi
+writes its wrappers; ``pyproject.toml`` pins the verified cffi range and
+``tests/test_binding.py`` checks from C that the GIL really is held.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _read(name: str) -> str:
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def _cdef_from_header(text: str) -> str:
+    """Keep what cffi's cdef parser accepts: preprocessor lines go, except
+    constants (``#define NAME 62`` stays, any other value becomes ``...``
+    for the compiler to fill in); the ``extern "C"`` braces go."""
+    out = []
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("#"):
+            parts = s.split(None, 2)
+            if parts[0] == "#define" and len(parts) == 3 and "(" not in parts[1]:
+                value = parts[2] if parts[2].isdigit() else "..."
+                out.append(f"#define {parts[1]} {value}")
+            continue
+        if s in ('extern "C" {', "}"):
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+CDEF = _cdef_from_header(_read("buddy.h")) + """
+/* binding helpers, defined in the preamble below */
+int alloc_gil_held(void);
+void *memset(void *s, int c, size_t n);
+"""
+if os.path.exists(os.path.join(HERE, "bench.h")):
+    CDEF += _cdef_from_header(_read("bench.h"))
+
+PREAMBLE = """
+#include "buddy.h"
+#include <string.h>
+
+/* Keep the GIL across every call (see csrc/ffi_build.py). */
+#undef Py_BEGIN_ALLOW_THREADS
+#undef Py_END_ALLOW_THREADS
+#define Py_BEGIN_ALLOW_THREADS {
+#define Py_END_ALLOW_THREADS }
+#undef _cffi_save_errno
+#undef _cffi_restore_errno
+#define _cffi_save_errno() ((void)0)
+#define _cffi_restore_errno() ((void)0)
+
+/* 1 when called with the GIL held: proves the macros above took effect.
+ * PyGILState_Check is outside the limited API but exported by every
+ * CPython since 3.4; it is only used by this test hook. */
+PyAPI_FUNC(int) PyGILState_Check(void);
+static int alloc_gil_held(void) { return PyGILState_Check(); }
+"""
+if os.path.exists(os.path.join(HERE, "bench.h")):
+    PREAMBLE += '#include "bench.h"\n'
+
+SOURCES = ["csrc/buddy.c"]
+if os.path.exists(os.path.join(HERE, "bench.c")):
+    SOURCES.append("csrc/bench.c")
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "alloc._buddy",
+    PREAMBLE,
+    sources=SOURCES,
+    include_dirs=["csrc"],
+    define_macros=[("BUDDY_LOCKED", "1")] if FREE_THREADED else [],
+    extra_compile_args=["-O2"] if os.name != "nt" else [],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
