@@ -24,7 +24,14 @@ import numbers
 import operator
 from typing import Any, Dict, Optional, Tuple, Union
 
-from ._buddy import ffi, lib
+try:
+    from ._buddy import ffi, lib
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "alloc's compiled core (alloc._buddy) is missing: install the package "
+        "(pip install .  or  pip install -e .) rather than importing it from "
+        f"an unbuilt source tree ({exc})"
+    ) from exc
 from ._errors import BufferArgumentError, OutOfMemory
 
 __all__ = ["BuddyAllocator"]
