@@ -147,7 +147,7 @@ class BuddyAllocator:
         raw = lib.buddy_arena_alloc(capacity)
         if raw == ffi.NULL:
             raise MemoryError(f"cannot allocate an arena of {size} bytes")
-        self._arena = ffi.gc(raw, lib.buddy_arena_free, size=capacity)
+        self._arena = ffi.gc(raw, lib.buddy_arena_free)
         mv = memoryview(ffi.buffer(self._arena, capacity))
         return capacity, mv, int(ffi.cast("uintptr_t", self._arena))
 
