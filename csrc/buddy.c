@@ -406,7 +406,9 @@ buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size)
 uint64_t buddy_block_size(const buddy_t *b, uint64_t size)
 {
     unsigned k = node_order_for(b, size);
-    return k <= b->top ? b->st.min_size << k : 0;
+    if (k > b->top || (b->st.min_size << k) > b->st.capacity)
+        return 0;
+    return b->st.min_size << k;
 }
 
 uint64_t buddy_largest_free(const buddy_t *b)

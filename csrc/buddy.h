@@ -150,9 +150,10 @@ uint64_t buddy_metadata_bytes(uint64_t capacity, uint64_t min_size);
 int64_t buddy_alloc(buddy_t *b, uint64_t size);
 
 /* Frees the block at `offset`.  `size` must be the size it was allocated
- * with: the core checks that it maps to the block's size (it cannot tell
- * 960 from 1000 within one 1024-byte block) and subtracts it from
- * bytes_requested.  Returns BUDDY_OK, or without changing anything:
+ * with: the core checks that it maps to the block's size, but it cannot
+ * tell 960 from 1000 within one 1024-byte block.  It subtracts size from
+ * bytes_requested, so a wrong size of the right block size skews that one
+ * counter (and buddy_check then reports it); nothing else is affected.  Returns BUDDY_OK, or without changing anything:
  * BUDDY_ERANGE, BUDDY_EALIGN, BUDDY_EINTERIOR, BUDDY_ESIZE, BUDDY_EFREE,
  * BUDDY_ECLOSED (see the enum).  Every check is O(L). */
 buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size);
@@ -162,8 +163,8 @@ buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size);
 buddy_status buddy_probe(const buddy_t *b, uint64_t offset, uint64_t size);
 
 /* The block size that a request of `size` bytes takes (max(size, min_size)
- * rounded up to a power of two), or 0 if no block of the arena's tree is
- * that large.  O(1). */
+ * rounded up to a power of two), or 0 if that exceeds the capacity (no
+ * such block can ever be free).  O(1). */
 uint64_t buddy_block_size(const buddy_t *b, uint64_t size);
 
 /* The largest size buddy_alloc would satisfy now: the size of the largest
