@@ -1,0 +1,264 @@
+"""The Python-level workloads: the trace each one draws and the loop each
+side times.  A child process runs one side (see ``_child``).
+
+Every trace (sizes, slots, free orders) is drawn from ``random.Random(seed)``
+before anything is timed; each timed loop runs with the cyclic GC off.  The
+loops of the three sides are written out one by one so that each does the
+same work in the way its users would write it: ``a.alloc(n)`` and
+``a.free(v)`` (bound once), ``bytearray(n)``, ``numpy.empty(n, uint8)``.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+import random
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+PAGE = 4096
+
+
+def timed(loop: Callable[[], Any]) -> Tuple[int, Any]:
+    """(ns, result) of loop(), with the cyclic GC collected and then off."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter_ns()
+        result = loop()
+        return time.perf_counter_ns() - t0, result
+    finally:
+        gc.enable()
+
+
+def log_uniform(rng: random.Random, lo: int, hi: int) -> int:
+    return int(2 ** rng.uniform(math.log2(lo), math.log2(hi)))
+
+
+def _allocator(p: Dict[str, Any]):
+    import alloc
+
+    return alloc.BuddyAllocator(p["capacity"], min_size=p["min_size"])
+
+
+def _numpy():
+    import numpy
+
+    return numpy.empty, numpy.uint8
+
+
+# ---- pair-N and pair-N-touched ---------------------------------------------
+
+
+def pair(side: str, p: Dict[str, Any]) -> Tuple[Callable[[int], None], Dict[str, Any]]:
+    """The loop of pair-N[-touched] for one side (it takes the pair count)."""
+    n, touched, extra = p["size"], p["touched"], {}
+    pages = range(0, n, PAGE)  # one byte per 4 KiB page
+    if side == "ours":
+        a = _allocator({"capacity": p["arena"], "min_size": p["min_size"]})
+        new, free = a.alloc, a.free
+        extra["metadata_bytes"] = a.stats()["metadata_bytes"]
+
+        def plain(count: int) -> None:
+            for _ in itertools.repeat(None, count):
+                v = new(n)
+                free(v)
+
+        def touch(count: int) -> None:
+            for _ in itertools.repeat(None, count):
+                v = new(n)
+                for i in pages:
+                    v[i] = 1
+                free(v)
+
+    elif side == "bytearray":
+        make = bytearray
+
+        def plain(count: int) -> None:
+            for _ in itertools.repeat(None, count):
+                v = make(n)  # noqa: F841 -- dropped when the next one is bound
+
+        def touch(count: int) -> None:
+            for _ in itertools.repeat(None, count):
+                v = make(n)
+                for i in pages:
+                    v[i] = 1
+
+    else:
+        empty, u8 = _numpy()
+
+        def plain(count: int) -> None:
+            for _ in itertools.repeat(None, count):
+                v = empty(n, u8)  # noqa: F841
+
+        def touch(count: int) -> None:
+            for _ in itertools.repeat(None, count):
+                v = empty(n, u8)
+                for i in pages:
+                    v[i] = 1  # numpy's item assignment: ~60 ns vs ~30
+
+    return (touch if touched else plain), extra
+
+
+def run_pair(side: str, p: Dict[str, Any], runs: int) -> Dict[str, Any]:
+    loop, extra = pair(side, p)
+    count = p["count"]
+    timed(lambda: loop(max(1, count // 10)))  # warm-up
+    ns = [timed(lambda: loop(count))[0] / count for _ in range(runs)]
+    return {"samples": {"": ns}, "failures": 0, "extra": extra}
+
+
+# ---- churn-py ----------------------------------------------------------------
+
+
+def churn_trace(p: Dict[str, Any]) -> Tuple[List[int], List[int], List[int]]:
+    rng = random.Random(p["seed"])
+    lo, hi = p["lo"], p["hi"]
+    init = [log_uniform(rng, lo, hi) for _ in range(p["slots"])]
+    slot = [rng.randrange(p["slots"]) for _ in range(p["steps"])]
+    size = [log_uniform(rng, lo, hi) for _ in range(p["steps"])]
+    return init, slot, size
+
+
+def churn_once(side: str, p: Dict[str, Any], init: List[int], slot: List[int],
+               size: List[int]) -> Tuple[int, int, Dict[str, Any]]:
+    """One run: fill the slots (untimed), then time the steps.
+    Returns (ns, failures, extra)."""
+    steps = list(zip(slot, size))
+    extra: Dict[str, Any] = {}
+    if side == "ours":
+        a = _allocator(p)
+        new, free = a.try_alloc, a.free
+        slots = [new(s) for s in init]
+        extra["metadata_bytes"] = a.stats()["metadata_bytes"]
+
+        def loop() -> int:
+            fails = 0
+            for j, s in steps:
+                v = slots[j]
+                if v is not None:
+                    free(v)
+                v = slots[j] = new(s)
+                if v is None:
+                    fails += 1
+            return fails
+
+    elif side == "bytearray":
+        make = bytearray
+        slots = [make(s) for s in init]
+
+        def loop() -> int:
+            for j, s in steps:
+                slots[j] = make(s)
+            return 0
+
+    else:
+        empty, u8 = _numpy()
+        slots = [empty(s, u8) for s in init]
+
+        def loop() -> int:
+            for j, s in steps:
+                slots[j] = empty(s, u8)
+            return 0
+
+    ns, fails = timed(loop)
+    return ns, fails, extra
+
+
+def run_churn(side: str, p: Dict[str, Any], runs: int) -> Dict[str, Any]:
+    init, slot, size = churn_trace(p)
+    warm = max(1, len(slot) // 10)
+    churn_once(side, p, init, slot[:warm], size[:warm])
+    ns, fails = [], 0
+    for _ in range(runs):
+        t, f, extra = churn_once(side, p, init, slot, size)
+        ns.append(t / len(slot))
+        fails = max(fails, f)
+    return {"samples": {"": ns}, "failures": fails, "extra": extra}
+
+
+# ---- seed-zipf and fill-64: fill, then free in shuffled order ---------------
+
+
+def fill_trace(p: Dict[str, Any]) -> Tuple[List[int], List[int]]:
+    rng = random.Random(p["seed"])
+    if p["sizes"] == "zipf":  # p(i) proportional to 1 / i**alpha over 1..max_size
+        values = range(1, p["max_size"] + 1)
+        cum = list(itertools.accumulate(1.0 / i ** p["alpha"] for i in values))
+        sizes = rng.choices(values, cum_weights=cum, k=p["count"])
+    else:  # fixed: as many as fill the arena exactly
+        sizes = [p["size"]] * (p["capacity"] // max(p["size"], p["min_size"]))
+    order = list(range(len(sizes)))
+    rng.shuffle(order)
+    return sizes, order
+
+
+def fill_once(side: str, p: Dict[str, Any], sizes: List[int],
+              order: List[int]) -> Tuple[int, int, Dict[str, Any]]:
+    """One run: allocate every size, then free in `order`.
+    Returns (alloc ns, free ns, extra)."""
+    blocks: List[Any] = []
+    keep = blocks.append
+    extra: Dict[str, Any] = {}
+    if side == "ours":
+        a = _allocator(p)
+        new, free = a.alloc, a.free
+
+        def fill() -> None:
+            for s in sizes:
+                keep(new(s))
+
+        def drop() -> None:
+            for i in order:
+                v = blocks[i]
+                blocks[i] = None
+                free(v)
+
+    else:
+        if side == "bytearray":
+            make = bytearray
+
+            def fill() -> None:
+                for s in sizes:
+                    keep(make(s))
+
+        else:
+            empty, u8 = _numpy()
+
+            def fill() -> None:
+                for s in sizes:
+                    keep(empty(s, u8))
+
+        def drop() -> None:
+            for i in order:
+                blocks[i] = None
+
+    t_fill, _ = timed(fill)
+    if side == "ours":
+        extra = {
+            "bytes_wasted": a.bytes_wasted,
+            "bytes_allocated": a.bytes_allocated,
+            "wasted_ratio": a.bytes_wasted / max(1, a.bytes_allocated),
+            "full_after_fill": a.try_alloc(min(sizes)) is None,
+            "metadata_bytes": a.stats()["metadata_bytes"],
+        }
+    t_drop, _ = timed(drop)
+    return t_fill, t_drop, extra
+
+
+def run_fill(side: str, p: Dict[str, Any], runs: int) -> Dict[str, Any]:
+    sizes, order = fill_trace(p)
+    n = len(sizes)
+    warm = max(1, n // 10)
+    fill_once(side, p, sizes[:warm], [i for i in order if i < warm])
+    samples: Dict[str, List[float]] = {"": [], "alloc": [], "free": []}
+    for _ in range(runs):
+        t_fill, t_drop, extra = fill_once(side, p, sizes, order)
+        samples["alloc"].append(t_fill / n)
+        samples["free"].append(t_drop / n)
+        samples[""].append((t_fill + t_drop) / (2 * n))
+    return {"samples": samples, "failures": 0, "extra": extra}
+
+
+RUNNERS = {"pair": run_pair, "churn": run_churn, "fill": run_fill}
