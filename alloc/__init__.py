@@ -9,7 +9,6 @@
 
 from ._allocator import BuddyAllocator
 from ._errors import BufferArgumentError, OutOfMemory
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["BuddyAllocator", "BufferArgumentError", "OutOfMemory", "__version__"]

@@ -14,6 +14,7 @@ writes its wrappers; ``pyproject.toml`` pins the verified cffi range and
 from __future__ import annotations
 
 import os
+import re
 import sysconfig
 
 from cffi import FFI
@@ -47,9 +48,15 @@ def _cdef_from_header(text: str) -> str:
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
+# Baked into the module so that alloc refuses to run on a stale build.
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', _read(os.path.join("..", "alloc", "_version.py"))
+).group(1)
+
 CDEF = _cdef_from_header(_read("buddy.h")) + """
 /* binding helpers, defined in the preamble below */
 int alloc_gil_held(void);
+const char *alloc_build_version(void);
 void *memset(void *s, int c, size_t n);
 """
 if os.path.exists(os.path.join(HERE, "bench.h")):
@@ -71,7 +78,9 @@ PREAMBLE = """
 
 /* 1 when called with the GIL held: proves the macros above took effect. */
 static int alloc_gil_held(void) { return PyGILState_Check(); }
-"""
+
+static const char *alloc_build_version(void) { return "%s"; }
+""" % VERSION
 if os.path.exists(os.path.join(HERE, "bench.h")):
     PREAMBLE += '#include "bench.h"\n'
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -107,3 +109,22 @@ def test_a_16_gib_arena_is_committed_only_as_it_is_used():
         a.free(b)
     a.check()
     a.close()
+
+
+def test_the_compiled_core_carries_the_package_version():
+    assert ffi.string(lib.alloc_build_version()).decode() == alloc.__version__
+
+
+def test_a_stale_compiled_core_is_refused_at_import():
+    code = (
+        "import sys, types\n"
+        "fake = types.ModuleType('alloc._version'); fake.__version__ = '0.0.0'\n"
+        "sys.modules['alloc._version'] = fake\n"
+        "try:\n"
+        "    import alloc\n"
+        "except ImportError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT.parent).stdout
+    assert out.startswith("refused:") and "rebuild" in out, out
