@@ -2,8 +2,11 @@
 much, where, and at what memory cost?
 
 Every side of every workload runs in a child process of its own
-(``benchmarks._child``), one after the other, so that its peak RSS is its
-own and the two cores are never shared between measured loops.
+(``benchmarks._child``), so that its peak RSS is its own.  The runner steps
+the children run by run, one at a time (the two cores are never shared
+between measured loops): run r of ours, then run r of each peer, then run
+r + 1 of ours...  so that each ratio pairs two runs made back to back and
+the machine's drift cancels out of it.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import datetime
 import importlib.util
 import json
 import os
+import select
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import report
-from .workloads import C_PEERS, PY_PEERS, WORKLOADS, Workload, select
+from .workloads import C_PEERS, PY_PEERS, WORKLOADS, Workload
+from .workloads import select as select_workloads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,24 +50,84 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def run_child(args: List[str], progress: report.Progress, label: str) -> Dict[str, Any]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks._child", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    while True:
-        progress.show(label)
+class ChildError(Exception):
+    """A child died; the message is its exit status and last line of stderr."""
+
+
+class Child:
+    """One side's child process, stepped over its stdin and stdout."""
+
+    def __init__(self, args: List[str]) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+        self.err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks._child", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, text=True, env=env)
+        assert self.proc.stdin and self.proc.stdout  # both are pipes
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+
+    def ask(self, line: Optional[str], progress: report.Progress,
+            label: str) -> Dict[str, Any]:
+        """Send `line` (None: end the input) and wait for the child's reply."""
         try:
-            out, err = proc.communicate(timeout=0.5)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    progress.step()
-    if proc.returncode != 0:
-        tail = (err.strip().splitlines() or ["no message"])[-1]
-        return {"error": f"exit status {proc.returncode}: {tail}"}
-    return json.loads(out.strip().splitlines()[-1])
+            if line is None:
+                self.stdin.close()
+            else:
+                self.stdin.write(line + "\n")
+                self.stdin.flush()
+        except OSError:  # it has died: its reply is empty
+            pass
+        progress.show(label)
+        while not select.select([self.stdout], [], [], 0.5)[0]:
+            progress.show(label)
+        reply = self.stdout.readline()
+        if reply:
+            return json.loads(reply)
+        self.err.seek(0)
+        tail = (self.err.read().strip().splitlines() or ["no message"])[-1]
+        raise ChildError(f"exit status {self.proc.wait()}: {tail}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.err.close()
+
+
+def run_job(w: Workload, variant: str, sides: List[str], quick: bool,
+            progress: report.Progress) -> Dict[str, Dict[str, Any]]:
+    """Runs 0 (the warm-up) to runs of one variant, interleaved: run r of
+    ours, then run r of each peer (fillrand's malloc side with ours'
+    allocation counts of step r).  Returns side -> {samples: {part: [ns per
+    op, one per timed run]}, failures, extra, peak_rss_kib} or {error}."""
+    name = f"{w.name} {variant}".strip()
+    kids = {s: Child([w.name, s, "--variant", variant] + (["--quick"] if quick else []))
+            for s in sides}
+    steps: Dict[str, List[Dict[str, Any]]] = {s: [] for s in sides}
+    side = sides[0]
+    try:
+        for r in range(w.runs_for(quick) + 1):
+            limits: List[int] = []
+            for side in sides:
+                line = " ".join(map(str, [r, *limits]))
+                reply = kids[side].ask(line, progress, f"{name} {side} run {r}")
+                limits = reply.get("limits", limits)
+                steps[side].append(reply)
+                progress.step()
+        out = {}
+        for side in sides:
+            timed = steps[side][1:]  # step 0 is the warm-up
+            out[side] = kids[side].ask(None, progress, name)  # extra, peak_rss_kib
+            out[side]["samples"] = {part: [t["samples"][part] for t in timed]
+                                    for part in timed[0]["samples"]}
+            out[side]["failures"] = max(t["failures"] for t in timed)
+        return out
+    except ChildError as exc:
+        return {side: {"error": str(exc)}}
+    finally:
+        for kid in kids.values():
+            kid.close()
 
 
 def plan(ws: List[Workload]) -> List[Tuple[Workload, str, List[str]]]:
@@ -91,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        ws = select(args.only)
+        ws = select_workloads(args.only)
     except ValueError as exc:
         print(f"python -m benchmarks: {exc}", file=sys.stderr)
         return 2
@@ -101,21 +167,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     env = report.environment()
     print(report.header(env, args.quick, started), flush=True)
     jobs = plan(ws)
-    progress = report.Progress(1 + sum(len(sides) for _, _, sides in jobs))
-    idle = run_child(["--idle"], progress, "idle interpreter")
+    progress = report.Progress(1 + sum((w.runs_for(args.quick) + 1) * len(sides)
+                                       for w, _, sides in jobs))
+    idle_child = Child(["--idle"])
+    idle = idle_child.ask(None, progress, "idle interpreter")
+    idle_child.close()
+    progress.step()
 
     raw: Dict[str, Dict[str, Dict[str, Any]]] = {w.name: {} for w in ws}
     sides_of: Dict[str, List[str]] = {}
     for w, variant, sides in jobs:
         sides_of[w.name] = sides
-        limits: List[str] = []
-        for side in sides:
-            argv_child = [w.name, side, "--variant", variant] + (
-                ["--quick"] if args.quick else []) + limits
-            r = run_child(argv_child, progress, f"{w.name} {variant} {side}".replace("  ", " "))
+        for side, r in run_job(w, variant, sides, args.quick, progress).items():
             raw[w.name][f"{variant}/{side}"] = r
-            if side == "ours" and "limits" in r.get("extra", {}):
-                limits = ["--limits", ",".join(map(str, r["extra"]["limits"]))]
     progress.close()
 
     results = {
@@ -130,7 +194,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"Peak RSS is the whole child process (an idle interpreter peaks at "
           f"{report.mib(idle_kib)} MiB); the core's metadata is "
           "buddy_metadata_bytes() for the arena. "
-          f"Runs: one warm-up, then the timed runs. Wall time {elapsed:.0f} s.")
+          "Runs: one warm-up, then the timed runs, each peer's run r right "
+          f"after ours' run r. Wall time {elapsed:.0f} s.")
     reproduce = "python -m benchmarks" + (" --quick" if args.quick else "") + (
         " --only " + shlex.join(args.only) if args.only else "")
     print(f"Reproduce: {reproduce}")

@@ -1,5 +1,8 @@
 """The Python-level workloads: the trace each one draws and the loop each
-side times.  A child process runs one side (see ``_child``).
+side times.  A child process runs one side (see ``_child``), one run at a
+time: ``RUNNERS[kind](side, p)`` gives ``(one, extra)``, where ``one(r)``
+makes run r (0: the warm-up, a tenth as long) and returns its ns per
+operation by part and its failures, and ``extra`` holds the side's facts.
 
 Every trace (sizes, slots, free orders) is drawn from ``random.Random(seed)``
 before anything is timed; each timed loop runs with the cyclic GC off.  The
@@ -30,6 +33,14 @@ def timed(loop: Callable[[], Any]) -> Tuple[int, Any]:
         return time.perf_counter_ns() - t0, result
     finally:
         gc.enable()
+
+
+def length(r: int, n: int) -> int:
+    """How much of a loop of n run r makes: run 0, the warm-up, a tenth."""
+    return n if r else max(1, n // 10)
+
+
+Run = Tuple[Callable[[int], Tuple[Dict[str, float], int]], Dict[str, Any]]
 
 
 def log_uniform(rng: random.Random, lo: int, hi: int) -> int:
@@ -101,12 +112,14 @@ def pair(side: str, p: Dict[str, Any]) -> Tuple[Callable[[int], None], Dict[str,
     return (touch if touched else plain), extra
 
 
-def run_pair(side: str, p: Dict[str, Any], runs: int) -> Dict[str, Any]:
+def run_pair(side: str, p: Dict[str, Any]) -> Run:
     loop, extra = pair(side, p)
-    count = p["count"]
-    timed(lambda: loop(max(1, count // 10)))  # warm-up
-    ns = [timed(lambda: loop(count))[0] / count for _ in range(runs)]
-    return {"samples": {"": ns}, "failures": 0, "extra": extra}
+
+    def one(r: int) -> Tuple[Dict[str, float], int]:
+        count = length(r, p["count"])
+        return {"": timed(lambda: loop(count))[0] / count}, 0
+
+    return one, extra
 
 
 # ---- churn-py ----------------------------------------------------------------
@@ -166,16 +179,17 @@ def churn_once(side: str, p: Dict[str, Any], init: List[int], slot: List[int],
     return ns, fails, extra
 
 
-def run_churn(side: str, p: Dict[str, Any], runs: int) -> Dict[str, Any]:
+def run_churn(side: str, p: Dict[str, Any]) -> Run:
     init, slot, size = churn_trace(p)
-    warm = max(1, len(slot) // 10)
-    churn_once(side, p, init, slot[:warm], size[:warm])
-    ns, fails = [], 0
-    for _ in range(runs):
-        t, f, extra = churn_once(side, p, init, slot, size)
-        ns.append(t / len(slot))
-        fails = max(fails, f)
-    return {"samples": {"": ns}, "failures": fails, "extra": extra}
+    extra: Dict[str, Any] = {}
+
+    def one(r: int) -> Tuple[Dict[str, float], int]:
+        n = length(r, len(slot))
+        t, fails, x = churn_once(side, p, init, slot[:n], size[:n])
+        extra.update(x)
+        return {"": t / n}, fails
+
+    return one, extra
 
 
 # ---- seed-zipf and fill-64: fill, then free in shuffled order ---------------
@@ -247,18 +261,19 @@ def fill_once(side: str, p: Dict[str, Any], sizes: List[int],
     return t_fill, t_drop, extra
 
 
-def run_fill(side: str, p: Dict[str, Any], runs: int) -> Dict[str, Any]:
+def run_fill(side: str, p: Dict[str, Any]) -> Run:
     sizes, order = fill_trace(p)
-    n = len(sizes)
-    warm = max(1, n // 10)
-    fill_once(side, p, sizes[:warm], [i for i in order if i < warm])
-    samples: Dict[str, List[float]] = {"": [], "alloc": [], "free": []}
-    for _ in range(runs):
-        t_fill, t_drop, extra = fill_once(side, p, sizes, order)
-        samples["alloc"].append(t_fill / n)
-        samples["free"].append(t_drop / n)
-        samples[""].append((t_fill + t_drop) / (2 * n))
-    return {"samples": samples, "failures": 0, "extra": extra}
+    extra: Dict[str, Any] = {}
+
+    def one(r: int) -> Tuple[Dict[str, float], int]:
+        n = length(r, len(sizes))
+        t_fill, t_drop, x = fill_once(side, p, sizes[:n], [i for i in order if i < n])
+        if r:  # the warm-up's arena is not full
+            extra.update(x)
+        return {"": (t_fill + t_drop) / (2 * n), "alloc": t_fill / n,
+                "free": t_drop / n}, 0
+
+    return one, extra
 
 
 RUNNERS = {"pair": run_pair, "churn": run_churn, "fill": run_fill}

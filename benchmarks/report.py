@@ -80,22 +80,23 @@ def header(env: Dict[str, str], quick: bool, started: str) -> str:
 
 
 def figure(ours: Sequence[float], peers: Dict[str, Sequence[float]]) -> Dict[str, Any]:
-    """Medians and min-max of ours and each peer; ratio = ours / peer time
-    (< 1: ours is faster); its range pairs ours' extremes with the peer's
-    opposite extremes, so it holds every run-to-run combination."""
+    """Medians and min-max of ours and each peer; ratio = the median of the
+    paired ratios ours_r / peer_r (run r of the peer came right after run r
+    of ours; < 1: ours is faster), ratio_spread their min-max."""
     fig: Dict[str, Any] = {
         "ours_ns": statistics.median(ours),
         "spread": {"ours": [min(ours), max(ours)]},
         "peers": {},
     }
     for name, xs in peers.items():
-        ratio = fig["ours_ns"] / statistics.median(xs)
+        paired = [o / x for o, x in zip(ours, xs)]
+        ratio = statistics.median(paired)
         fig["spread"][name] = [min(xs), max(xs)]
         fig["peers"][name] = {
             "ns": statistics.median(xs),
             "spread": [min(xs), max(xs)],
             "ratio": ratio,
-            "ratio_spread": [min(ours) / max(xs), max(ours) / min(xs)],
+            "ratio_spread": [min(paired), max(paired)],
         }
         if "ratio" not in fig:
             fig.update(ratio=ratio, ratio_vs=name,
@@ -148,7 +149,7 @@ def _side_facts(res: Dict[str, Dict[str, Any]], sides: Sequence[str]) -> Dict[st
     if "metadata_bytes" in res["ours"]["extra"]:
         mem["metadata_bytes"] = res["ours"]["extra"]["metadata_bytes"]
     extra = {k: v for k, v in res["ours"]["extra"].items()
-             if k not in ("metadata_bytes", "rss_growth_kib", "limits")}
+             if k not in ("metadata_bytes", "rss_growth_kib")}
     return {"failures": {s: res[s]["failures"] for s in sides}, "memory": mem,
             "extra": extra}
 
@@ -169,8 +170,8 @@ def ratio_text(r: float) -> str:
 
 
 def verdict(r: float, lo: float, hi: float) -> str:
-    """Plain words for a median ratio, marked "(noisy)" when the run-to-run
-    range reaches the other side of 1."""
+    """Plain words for a median ratio, marked "(noisy)" when the range of
+    the paired ratios reaches the other side of 1."""
     if 0.9 <= r <= 1.1:
         return "about the same"
     x = 1 / r if r < 1 else r
@@ -244,8 +245,9 @@ def table(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]]) -> str:
                 per = w.per if not label or w.variants else label
                 rows += _rows(name, per, fig, w)
             notes += r["notes"]
-        out.append(title + " (ratio = ours / peer time: < 1 is ours faster; "
-                   "range = min-max over the runs)")
+        out.append(title + " (ratio = median of the paired ratios ours / peer "
+                   "time, each peer run right after ours: < 1 is ours faster; "
+                   "range = min-max of the paired ratios)")
         out.append(_grid(rows, ["workload", "per", "ours ns", "peer", "peer ns",
                                 "ratio", "range", "verdict", memhead], right=(2, 4, 5, 6)))
         if level == "python":
@@ -369,7 +371,7 @@ def plot(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]], path: str,
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
     ax.invert_yaxis()
-    ax.set_xlabel("ours time / peer time, median and min-max "
+    ax.set_xlabel("ours time / peer time, paired runs: median and min-max "
                   "(log scale; left of 1 = ours faster)")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right", fontsize=8)

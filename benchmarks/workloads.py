@@ -70,7 +70,7 @@ def _build() -> Dict[str, Workload]:
                   "seed": SEED}, parts=("alloc", "free"), runs=21),
         Workload("fill-64", "python", "fill", "op",
                  {"capacity": 64 * MiB, "min_size": 64, "sizes": "fixed",
-                  "size": 64, "seed": SEED}, parts=("alloc", "free"), runs=4,
+                  "size": 64, "seed": SEED}, parts=("alloc", "free"), runs=5,
                  quick_keys=("capacity",)),
         Workload("fill64-shuf", "c", "fill", "op",
                  {"capacity": 64 * MiB, "min_size": 64, "size": 64,
