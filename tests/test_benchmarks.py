@@ -123,3 +123,10 @@ def test_plot_without_matplotlib_says_so(tmp_path):
     assert proc.returncode == 2
     assert "matplotlib" in proc.stderr and "--plot" in proc.stderr
     assert not png.exists()
+
+
+def test_gil_script_reports_the_gil_kept():
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gil"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    assert "GIL held during C calls: True" in out
+    assert "beside a busy thread" in out
