@@ -7,15 +7,15 @@ gone; so neither ``close()`` nor dropping the allocator can free or unlock
 the arena under a live view.  An arena the allocator made itself is a
 ``ffi.gc`` pointer kept alive by that same buffer.
 
-How a block is found again on ``free``: a dict from ``id(view)`` to its
-offset (the dict holds the view, so the id cannot be reused while the entry
-exists), and a dict from offset to ``(view, size)`` for buffers that are not
-the view itself (``numpy.frombuffer(view)``) and for the requested size.
-Popping the first dict is the atomic "claim" that makes a racing double free
-fail cleanly.
+How a block is found again on ``free``: by its buffer alone.  The C pool
+(``csrc/pool.h``) knows the arena's address and the size every live block
+was requested with, so one call turns the (address, length) of whatever
+buffer is passed -- the view, ``numpy.frombuffer(view)``, a stranger -- into
+"exactly this live block, freed" or a status saying why not.  Python keeps
+no per-block records.
 
 Thread safety: the C calls keep the GIL (see ``csrc/ffi_build.py``), so each
-is atomic; all shared state lives in C or in single dict operations.
+is atomic, and every operation is one C call on shared state.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ _MAX_CAPACITY = lib.BUDDY_MAX_CAPACITY
 _U64_MAX = (1 << 64) - 1
 
 # Bound once: a module-global lookup is cheaper than ``lib.x`` each call.
-_c_alloc = lib.buddy_alloc
-_c_free = lib.buddy_free
+_c_alloc = lib.pool_alloc
+_c_free = lib.pool_free
+_from_buffer = ffi.from_buffer
 
 
 def _raise_status(status: int, what: str) -> None:
@@ -108,6 +109,7 @@ class BuddyAllocator:
     # __init__ failed half-way.
     _closed = True
     _h: Any = None
+    _core: Any = None
     _st: Any = None
     _mv: Optional[memoryview] = None
     _arena: Any = None
@@ -128,22 +130,21 @@ class BuddyAllocator:
         else:
             capacity, mv, base = self._buffer_arena(arena, min_size)
 
-        out = ffi.new("buddy_t **")
-        status = lib.buddy_new(capacity, min_size, out)
+        out = ffi.new("alloc_pool_t **")
+        status = lib.pool_new(capacity, min_size, base, out)
         if status == lib.BUDDY_ENOMEM:
             raise MemoryError(
                 f"cannot allocate allocator metadata for {capacity} bytes"
             )
         if status != lib.BUDDY_OK:
             _raise_status(status, "BuddyAllocator()")
-        self._h = ffi.gc(out[0], lib.buddy_destroy)
-        self._st = lib.buddy_stats(self._h)
+        self._h = ffi.gc(out[0], lib.pool_destroy)
+        self._core = lib.pool_core(self._h)  # lives as long as self._h
+        self._st = lib.buddy_stats(self._core)
         self._mv = mv
         self._base = base
         self._capacity = capacity
         self._min_size = min_size
-        self._by_id: Dict[int, int] = {}
-        self._by_off: Dict[int, Tuple[memoryview, int]] = {}
         self._closed = False
 
     def _own_arena(self, size: int, min_size: int) -> Tuple[int, memoryview, int]:
@@ -194,40 +195,30 @@ class BuddyAllocator:
         :class:`TypeError` for a non-integer, :class:`ValueError` for a
         negative size or a closed allocator.
         """
-        # The fast path, kept inline: a helper call adds ~60 ns (~5 % of an
-        # alloc+free pair); try_alloc repeats these lines.  mv is read
-        # before the C call so that a close() racing this call cannot take
-        # it away after the block was counted: the alloc then simply
-        # happened before the close.
+        # mv is read before the C call so that a close() racing this call
+        # cannot take it away after the block was counted: the alloc then
+        # simply happened before the close.  try_alloc repeats these lines
+        # (a shared helper would add a call, ~60 ns, to the hot path).
         mv = self._mv
-        if type(size) is int and 0 <= size <= self._capacity:
+        if type(size) is int and 0 <= size <= _U64_MAX:
             off = _c_alloc(self._h, size)
-            if off >= 0:
-                view = mv[off : off + size]  # type: ignore[index]
-                self._by_off[off] = (view, size)
-                self._by_id[id(view)] = off
-                return view
         else:
             size = _as_size(size)
-            view = self._alloc_checked(size)
-            if view is not None:
-                return view
+            off = _c_alloc(self._h, min(size, _U64_MAX))
+        if off >= 0:
+            return mv[off : off + size]  # type: ignore[index]
         raise self._refusal(size)
 
     def try_alloc(self, size: int) -> Optional[memoryview]:
         """Like :meth:`alloc`, but return ``None`` when no block fits."""
         mv = self._mv
-        if type(size) is int and 0 <= size <= self._capacity:
+        if type(size) is int and 0 <= size <= _U64_MAX:
             off = _c_alloc(self._h, size)
-            if off >= 0:
-                view = mv[off : off + size]  # type: ignore[index]
-                self._by_off[off] = (view, size)
-                self._by_id[id(view)] = off
-                return view
         else:
-            view = self._alloc_checked(_as_size(size))
-            if view is not None:
-                return view
+            size = _as_size(size)
+            off = _c_alloc(self._h, min(size, _U64_MAX))
+        if off >= 0:
+            return mv[off : off + size]  # type: ignore[index]
         if self._closed:
             raise ValueError("the allocator is closed")
         return None
@@ -241,25 +232,10 @@ class BuddyAllocator:
             ffi.release(ptr)
         return view
 
-    def _alloc_checked(self, n: int) -> Optional[memoryview]:
-        """alloc for a checked size that the fast path leaves (integer types
-        other than int, sizes beyond the capacity); None when refused."""
-        mv = self._mv
-        off = _c_alloc(self._h, min(n, _U64_MAX))
-        if off < 0:
-            return None
-        view = mv[off : off + n]  # type: ignore[index]
-        self._by_off[off] = (view, n)
-        self._by_id[id(view)] = off
-        return view
-
     def _refusal(self, size: int) -> Exception:
         """The exception for a request the C core refused (and counted once)."""
         if self._closed:
             return ValueError("the allocator is closed")
-        return self._out_of_memory(size)
-
-    def _out_of_memory(self, size: int) -> OutOfMemory:
         return OutOfMemory(
             f"cannot allocate {size} bytes: that needs a "
             f"{_block_size(size, self._min_size)}-byte block, and the largest "
@@ -272,63 +248,37 @@ class BuddyAllocator:
         exactly the same bytes.
 
         Raises :class:`ValueError` and changes nothing for a buffer outside
-        the arena, one that is not exactly a live block, a double free, or a
-        closed allocator; :class:`TypeError` for a non-buffer.
+        the arena, one that is not exactly a live block, a double free, a
+        released view, or a closed allocator; :class:`TypeError` for a
+        non-buffer.
         """
-        off = self._by_id.pop(id(block), None)
-        if off is None:
-            off = self._claim(block)
-        record = self._by_off.pop(off, None)
-        if record is None:  # close() ran after the claim
-            raise ValueError("the allocator is closed")
-        status = _c_free(self._h, off, record[1])
+        try:
+            ptr = _from_buffer(block)
+        except (TypeError, ValueError, BufferError) as exc:
+            raise _not_a_block(block, exc) from None
+        status = _c_free(self._h, ptr, len(ptr))
         if status:
-            _raise_status(status, "free()")
+            self._raise_for(status, "free()", ptr)
 
     def offset_of(self, block: Buffer) -> int:
         """The offset from the arena start of a live block (the view, or a
         buffer over exactly its bytes).  Raises like :meth:`free`."""
-        off = self._by_id.get(id(block))
-        if off is None:
-            off = self._locate(block)
-        return off
-
-    def _locate(self, block: Buffer) -> int:
-        """Offset of the live block that ``block`` covers exactly, or raise."""
-        if self._closed:
-            raise ValueError("the allocator is closed")
         try:
-            ptr = ffi.from_buffer(block)
-        except TypeError:
-            raise TypeError(
-                f"expected a block (a buffer), not {type(block).__name__}"
-            ) from None
-        except BufferError as exc:
-            raise ValueError(f"not a block of this allocator: {exc}") from None
-        off = int(ffi.cast("uintptr_t", ptr)) - self._base
-        length = len(ptr)
-        ffi.release(ptr)
-        if not 0 <= off < self._capacity:
-            _raise_status(lib.BUDDY_ERANGE, "not a block of this allocator")
-        record = self._by_off.get(off)
-        if record is None:
-            status = lib.buddy_probe(self._h, off, length)
-            _raise_status(status or lib.BUDDY_EFREE, f"no live block at offset {off}")
-        if record[1] != length:  # type: ignore[index]
-            raise ValueError(
-                f"the block at offset {off} holds {record[1]} bytes, "  # type: ignore[index]
-                f"but the buffer given has {length}"
-            )
-        return off
+            ptr = _from_buffer(block)
+        except (TypeError, ValueError, BufferError) as exc:
+            raise _not_a_block(block, exc) from None
+        out = ffi.new("uint64_t *")
+        status = lib.pool_locate(self._h, ptr, len(ptr), out)
+        if status:
+            self._raise_for(status, "offset_of()", ptr)
+        return int(out[0])
 
-    def _claim(self, block: Buffer) -> int:
-        """Slow path of free(): find the block and take it out of the
-        records; exactly one of two racing frees succeeds."""
-        off = self._locate(block)
-        record = self._by_off.get(off)
-        if record is None or self._by_id.pop(id(record[0]), None) is None:
-            raise ValueError(f"free(): the block at offset {off} is already free")
-        return off
+    def _raise_for(self, status: int, what: str, ptr: Any) -> None:
+        """Raise for a refused free/offset_of, naming where the buffer is."""
+        where = int(ffi.cast("uintptr_t", ptr)) - self._base
+        if 0 <= where < self._capacity:
+            what = f"{what} at offset {where}, {len(ptr)} bytes"
+        _raise_status(status, what)
 
     def block_size(self, size: int) -> int:
         """The block size :meth:`alloc` would take for ``size`` bytes, or 0
@@ -364,7 +314,7 @@ class BuddyAllocator:
     @property
     def largest_free(self) -> int:
         """The largest ``size`` that :meth:`alloc` would satisfy now."""
-        return int(lib.buddy_largest_free(self._h)) if self._h is not None else 0
+        return int(lib.buddy_largest_free(self._core)) if self._core is not None else 0
 
     @property
     def min_size(self) -> int:
@@ -388,7 +338,7 @@ class BuddyAllocator:
         if self._st is None:
             raise ValueError("the allocator was never created")
         s = ffi.new("buddy_stats_t *")
-        lib.buddy_snapshot(self._h, s)  # one consistent copy
+        lib.buddy_snapshot(self._core, s)  # one consistent copy
         m = int(s.min_size)
         free_blocks = {m << k: int(s.free_blocks[k]) for k in range(s.max_order + 1)}
         return {
@@ -419,10 +369,10 @@ class BuddyAllocator:
     def check(self) -> None:
         """Walk the core's metadata; raise :class:`RuntimeError` naming the
         first broken invariant.  O(capacity / min_size)."""
-        if self._h is None:
+        if self._core is None:
             raise ValueError("the allocator was never created")
         msg = ffi.new("char[]", 256)
-        if lib.buddy_check(self._h, msg, 256) != lib.BUDDY_OK:
+        if lib.buddy_check(self._core, msg, 256) != lib.BUDDY_OK:
             raise RuntimeError(
                 "allocator invariant broken: " + ffi.string(msg).decode()
             )
@@ -430,7 +380,7 @@ class BuddyAllocator:
     def _debug_flip(self, which: int, order: int, index: int) -> None:
         """Testing aid: flip one metadata bit (0 = free, 1 = split) so a
         test can prove :meth:`check` notices.  Never use it otherwise."""
-        if lib.buddy_debug_flip(self._h, which, order, index) != lib.BUDDY_OK:
+        if lib.buddy_debug_flip(self._core, which, order, index) != lib.BUDDY_OK:
             raise ValueError("no such metadata bit")
 
     # ---- life cycle -----------------------------------------------------
@@ -445,9 +395,7 @@ class BuddyAllocator:
         if self._closed:
             return
         self._closed = True
-        lib.buddy_close(self._h)
-        self._by_id.clear()
-        self._by_off.clear()
+        lib.pool_close(self._h)
         # Drop (not release) the base view: an alloc racing this close may
         # still slice it, and live slices keep the arena's memory anyway.
         self._mv = None
@@ -473,3 +421,10 @@ class BuddyAllocator:
             f"bytes_wasted={self.bytes_wasted} bytes_free={free} "
             f"largest_free={largest} free_fragmentation={frag:.1f}%>"
         )
+
+
+def _not_a_block(block: object, exc: BaseException) -> Exception:
+    """The error for an argument that yields no usable buffer."""
+    if isinstance(exc, TypeError):
+        return TypeError(f"expected a block (a buffer), not {type(block).__name__}")
+    return ValueError(f"not a block of this allocator: {exc}")

@@ -1,7 +1,9 @@
 """Build script for the cffi extension ``alloc._buddy`` (never imported at run time).
 
 setup.py names it in ``cffi_modules``.  The module compiles the C core
-(``buddy.c``) and the C benchmark driver (``bench.c``) into one extension.
+(``buddy.c``), the binding's pool layer over it (``pool.c``: free by buffer
+address, exact sizes) and the C benchmark driver (``bench.c``) into one
+extension.
 
 Every call into this module keeps the GIL: the preamble redefines the macros
 that cffi's generated wrappers use to release and re-take it (and to save and
@@ -53,7 +55,7 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', _read(os.path.join("..", "alloc", "_version.py"))
 ).group(1)
 
-CDEF = _cdef_from_header(_read("buddy.h")) + """
+CDEF = _cdef_from_header(_read("buddy.h")) + _cdef_from_header(_read("pool.h")) + """
 /* binding helpers, defined in the preamble below */
 int alloc_gil_held(void);
 const char *alloc_build_version(void);
@@ -64,6 +66,7 @@ if os.path.exists(os.path.join(HERE, "bench.h")):
 
 PREAMBLE = """
 #include "buddy.h"
+#include "pool.h"
 #include <string.h>
 
 /* Keep the GIL across every call (see csrc/ffi_build.py). */
@@ -84,7 +87,7 @@ static const char *alloc_build_version(void) { return "%s"; }
 if os.path.exists(os.path.join(HERE, "bench.h")):
     PREAMBLE += '#include "bench.h"\n'
 
-SOURCES = ["csrc/buddy.c"]
+SOURCES = ["csrc/buddy.c", "csrc/pool.c"]
 if os.path.exists(os.path.join(HERE, "bench.c")):
     SOURCES.append("csrc/bench.c")
 

@@ -1,0 +1,232 @@
+/*
+ * pool.c -- see pool.h.  Layers: table_ (offset -> requested size, open
+ * addressing with linear probing and backward-shift deletion), pool_ (the
+ * functions the binding calls).
+ */
+#include "pool.h"
+
+#include <stdlib.h>
+
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+#include <pthread.h>
+#define LOCK(p) pthread_mutex_lock(&(p)->lock)
+#define UNLOCK(p) pthread_mutex_unlock(&(p)->lock)
+#else
+#define LOCK(p) ((void)0)
+#define UNLOCK(p) ((void)0)
+#endif
+
+#define TABLE_MIN_BITS 4 /* 16 slots, 256 bytes, for a fresh pool */
+
+typedef struct slot {
+    uint64_t key;  /* offset / min_size + 1; 0 marks an empty slot */
+    uint64_t size; /* the size the block was requested with */
+} slot_t;
+
+struct alloc_pool {
+    buddy_t *core;
+    uintptr_t base;
+    uint64_t capacity;
+    slot_t *slots;  /* 2^bits of them, at most half in use */
+    uint64_t count; /* slots in use = live blocks */
+    unsigned bits;
+    unsigned shift; /* log2(min_size) */
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+    pthread_mutex_t lock;
+#endif
+};
+
+/* ---- table_ ------------------------------------------------------------- */
+
+static inline uint64_t table_home(const alloc_pool_t *p, uint64_t key)
+{
+    return (key * 0x9E3779B97F4A7C15u) >> (64 - p->bits); /* Fibonacci */
+}
+
+static inline uint64_t table_mask(const alloc_pool_t *p)
+{
+    return ((uint64_t)1 << p->bits) - 1;
+}
+
+/* Index of the slot holding key, or of the empty slot where it would go. */
+static uint64_t table_probe(const alloc_pool_t *p, uint64_t key)
+{
+    uint64_t i = table_home(p, key), mask = table_mask(p);
+    while (p->slots[i].key != 0 && p->slots[i].key != key)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Makes room for one more entry (doubling when half full); 0 on success. */
+static int table_reserve(alloc_pool_t *p)
+{
+    if (2 * (p->count + 1) <= ((uint64_t)1 << p->bits))
+        return 0;
+    slot_t *old = p->slots;
+    uint64_t old_n = (uint64_t)1 << p->bits;
+    slot_t *fresh = calloc((size_t)(2 * old_n), sizeof(slot_t));
+    if (fresh == NULL)
+        return -1;
+    p->slots = fresh;
+    p->bits++;
+    for (uint64_t i = 0; i < old_n; i++)
+        if (old[i].key != 0)
+            p->slots[table_probe(p, old[i].key)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* Empties slot i and shifts later entries of its probe run back, so that
+ * no lookup ever needs a tombstone. */
+static void table_delete(alloc_pool_t *p, uint64_t i)
+{
+    uint64_t mask = table_mask(p), j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (p->slots[j].key == 0)
+            break;
+        uint64_t home = table_home(p, p->slots[j].key);
+        /* Entry j may move to i only if its home is not in (i, j]. */
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            p->slots[i] = p->slots[j];
+            i = j;
+        }
+    }
+    p->slots[i].key = 0;
+    p->count--;
+}
+
+/* ---- pool_ -------------------------------------------------------------- */
+
+buddy_status pool_new(uint64_t capacity, uint64_t min_size, uintptr_t base,
+                      alloc_pool_t **out)
+{
+    if (out == NULL)
+        return BUDDY_EINVAL;
+    alloc_pool_t *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return BUDDY_ENOMEM;
+    buddy_status status = buddy_new(capacity, min_size, &p->core);
+    if (status != BUDDY_OK) {
+        free(p);
+        return status;
+    }
+    p->bits = TABLE_MIN_BITS;
+    p->slots = calloc((size_t)1 << TABLE_MIN_BITS, sizeof(slot_t));
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+    if (p->slots != NULL && pthread_mutex_init(&p->lock, NULL) != 0) {
+        free(p->slots);
+        p->slots = NULL;
+    }
+#endif
+    if (p->slots == NULL) {
+        buddy_destroy(p->core);
+        free(p);
+        return BUDDY_ENOMEM;
+    }
+    const buddy_stats_t *st = buddy_stats(p->core);
+    p->base = base;
+    p->capacity = st->capacity;
+    p->shift = (unsigned)__builtin_ctzll(st->min_size);
+    *out = p;
+    return BUDDY_OK;
+}
+
+void pool_close(alloc_pool_t *p)
+{
+    if (p == NULL)
+        return;
+    LOCK(p);
+    buddy_close(p->core);
+    free(p->slots);
+    p->slots = NULL;
+    UNLOCK(p);
+}
+
+void pool_destroy(alloc_pool_t *p)
+{
+    if (p == NULL)
+        return;
+    buddy_destroy(p->core);
+    free(p->slots);
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+    pthread_mutex_destroy(&p->lock);
+#endif
+    free(p);
+}
+
+buddy_t *pool_core(alloc_pool_t *p) { return p->core; }
+
+uint64_t pool_table_bytes(const alloc_pool_t *p)
+{
+    return p->slots ? sizeof(slot_t) << p->bits : 0;
+}
+
+int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
+{
+    LOCK(p);
+    int64_t off = -1;
+    if (p->slots != NULL && table_reserve(p) == 0) {
+        off = buddy_alloc(p->core, size);
+        if (off >= 0) {
+            uint64_t key = ((uint64_t)off >> p->shift) + 1;
+            slot_t *s = &p->slots[table_probe(p, key)];
+            s->key = key;
+            s->size = size;
+            p->count++;
+        }
+    }
+    UNLOCK(p);
+    return off;
+}
+
+/* The slot of the live block that is exactly [ptr, ptr + len), or why not.
+ * The caller holds the lock. */
+static buddy_status pool_find(const alloc_pool_t *p, const char *ptr,
+                              uint64_t len, uint64_t *slot)
+{
+    if (p->slots == NULL)
+        return BUDDY_ECLOSED;
+    uintptr_t addr = (uintptr_t)ptr;
+    if (addr < p->base || addr - p->base >= p->capacity)
+        return BUDDY_ERANGE;
+    uint64_t off = (uint64_t)(addr - p->base);
+    uint64_t i = table_probe(p, (off >> p->shift) + 1);
+    if (p->slots[i].key == 0 || (off & (((uint64_t)1 << p->shift) - 1))) {
+        /* no live block starts here: let the core say what is here */
+        buddy_status why = buddy_probe(p->core, off, len);
+        return why == BUDDY_OK ? BUDDY_ECORRUPT : why;
+    }
+    if (p->slots[i].size != len)
+        return BUDDY_ESIZE;
+    *slot = i;
+    return BUDDY_OK;
+}
+
+buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len)
+{
+    LOCK(p);
+    uint64_t i = 0;
+    buddy_status status = pool_find(p, ptr, len, &i);
+    if (status == BUDDY_OK) {
+        uint64_t off = (uint64_t)((uintptr_t)ptr - p->base);
+        status = buddy_free(p->core, off, len);
+        if (status == BUDDY_OK)
+            table_delete(p, i);
+    }
+    UNLOCK(p);
+    return status;
+}
+
+buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
+                         uint64_t *offset)
+{
+    LOCK(p);
+    uint64_t i = 0;
+    buddy_status status = pool_find(p, ptr, len, &i);
+    if (status == BUDDY_OK)
+        *offset = (uint64_t)((uintptr_t)ptr - p->base);
+    UNLOCK(p);
+    return status;
+}

@@ -1,0 +1,56 @@
+/*
+ * pool.h -- the Python binding's view of the core (internal; not installed).
+ *
+ * A pool is a buddy_t plus what Python needs to free a block by its buffer
+ * alone: the arena's base address and the size each live block was
+ * requested with.  With both, one call turns (pointer, length) of any
+ * buffer into "this exact live block" or a buddy_status saying why not,
+ * and frees it; Python keeps no per-block records.
+ *
+ * Sizes live in an open-addressing hash table keyed by offset (16 bytes a
+ * slot, at most half full, so 16-32 bytes per live block).  Insert and
+ * delete are expected O(1); the table doubles when half full, so an alloc
+ * that triggers a doubling costs O(live blocks) once.  This table is the
+ * binding's bookkeeping, not the core's metadata (buddy.h's bound holds).
+ *
+ * Threads: like buddy.h -- callers serialise (the GIL); with BUDDY_LOCKED
+ * every function holds the pool's own mutex.
+ */
+#ifndef ALLOC_POOL_H
+#define ALLOC_POOL_H
+
+#include "buddy.h"
+
+typedef struct alloc_pool alloc_pool_t;
+
+/* A pool over `capacity` bytes at address `base` (see buddy_new for the
+ * arguments and statuses).  The arena memory itself is the caller's. */
+buddy_status pool_new(uint64_t capacity, uint64_t min_size, uintptr_t base,
+                      alloc_pool_t **out);
+
+/* buddy_close for the pool: frees the metadata and the size table; later
+ * allocs fail, frees return BUDDY_ECLOSED, statistics stay readable. */
+void pool_close(alloc_pool_t *p);
+void pool_destroy(alloc_pool_t *p);
+
+/* The core underneath, for statistics and checks. */
+buddy_t *pool_core(alloc_pool_t *p);
+
+/* buddy_alloc that also records `size`; -1 when refused or closed. */
+int64_t pool_alloc(alloc_pool_t *p, uint64_t size);
+
+/* Frees the live block whose bytes are exactly [ptr, ptr + len): it must
+ * start at a live block and len must equal the size that block was
+ * requested with.  Otherwise changes nothing and returns why (BUDDY_ERANGE,
+ * BUDDY_EALIGN, BUDDY_EINTERIOR, BUDDY_ESIZE, BUDDY_EFREE, BUDDY_ECLOSED). */
+buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len);
+
+/* What pool_free would return, without freeing; on BUDDY_OK stores the
+ * block's offset in *offset. */
+buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
+                         uint64_t *offset);
+
+/* Bytes the size table uses now. */
+uint64_t pool_table_bytes(const alloc_pool_t *p);
+
+#endif /* ALLOC_POOL_H */

@@ -1,0 +1,183 @@
+/*
+ * test_pool.c -- the binding's pool layer (csrc/pool.h) under the sanitizers.
+ *
+ *     make -C tests/c check     (builds and runs it after test_buddy)
+ *
+ * A randomized trace against a plain array of live blocks: every alloc is
+ * recorded, every free is checked against the record (right length frees,
+ * any other length, offset or a second free is refused and changes
+ * nothing), and buddy_check() runs on the core after every step.  The
+ * arena is real memory but the pool never touches it.  Ends with a line
+ * "N passed, N failed"; exit status 0 only if nothing failed.
+ */
+#include "pool.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_failed_checks, g_passed, g_failed;
+
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            g_failed_checks++;                                                \
+            printf("    %s:%d: ", __FILE__, __LINE__);                        \
+            printf(__VA_ARGS__);                                              \
+            printf("\n");                                                     \
+        }                                                                     \
+    } while (0)
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15u;
+
+static uint64_t rnd(void) /* xorshift64 */
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return g_rng;
+}
+
+typedef struct live {
+    uint64_t off, size;
+} live_t;
+
+static void run(const char *name, void (*fn)(void))
+{
+    int before = g_failed_checks;
+    fn();
+    int ok = g_failed_checks == before;
+    printf("%s %s\n", ok ? "ok  " : "FAIL", name);
+    if (ok)
+        g_passed++;
+    else
+        g_failed++;
+}
+
+static void expect_same_stats(alloc_pool_t *p, const buddy_stats_t *before,
+                              const char *what)
+{
+    buddy_stats_t now;
+    buddy_snapshot(pool_core(p), &now);
+    CHECK(memcmp(&now, before, sizeof now) == 0, "%s changed the stats", what);
+}
+
+static void trace(uint64_t capacity, uint64_t min_size, int steps)
+{
+    char *arena = malloc(capacity);
+    alloc_pool_t *p = NULL;
+    CHECK(arena && pool_new(capacity, min_size, (uintptr_t)arena, &p) == BUDDY_OK,
+          "pool_new failed");
+    if (p == NULL) {
+        free(arena);
+        return;
+    }
+    live_t *lv = calloc(capacity / min_size + 1, sizeof *lv);
+    uint64_t n = 0, peak = 0, requested = 0;
+    char msg[256];
+    for (int step = 0; step < steps; step++) {
+        uint64_t r = rnd() % 8;
+        buddy_stats_t before;
+        buddy_snapshot(pool_core(p), &before);
+        if (r < 5 || n == 0) { /* alloc a small size, sometimes 0 */
+            uint64_t top = rnd() % 6 + 5; /* sizes up to capacity/32 .. /1024 */
+            uint64_t size = rnd() % 16 == 0 ? 0 : rnd() % ((capacity >> top) + 1);
+            int64_t off = pool_alloc(p, size);
+            if (off >= 0) {
+                lv[n].off = (uint64_t)off;
+                lv[n].size = size;
+                n++;
+                peak = n > peak ? n : peak;
+                requested += size;
+            }
+        } else {
+            uint64_t k = rnd() % n;
+            live_t b = lv[k];
+            const char *ptr = arena + b.off;
+            uint64_t got = UINT64_MAX;
+            CHECK(pool_locate(p, ptr, b.size, &got) == BUDDY_OK && got == b.off,
+                  "locate(%" PRIu64 ") gave %" PRIu64, b.off, got);
+            CHECK(pool_free(p, ptr, b.size + 1) == BUDDY_ESIZE, "longer free accepted");
+            if (b.size > 0)
+                CHECK(pool_free(p, ptr, b.size - 1) == BUDDY_ESIZE, "shorter free accepted");
+            CHECK(pool_free(p, arena - 1, b.size) == BUDDY_ERANGE, "free below the arena");
+            CHECK(pool_free(p, arena + capacity, 0) == BUDDY_ERANGE, "free past the arena");
+            if (min_size > 1)
+                CHECK(pool_free(p, ptr + 1, b.size) == BUDDY_EALIGN, "misaligned free");
+            expect_same_stats(p, &before, "a refused free");
+            CHECK(pool_free(p, ptr, b.size) == BUDDY_OK, "free of a live block refused");
+            buddy_status again = pool_free(p, ptr, b.size);
+            CHECK(again == BUDDY_EFREE || again == BUDDY_EINTERIOR ||
+                      again == BUDDY_ESIZE || again == BUDDY_EALIGN,
+                  "double free gave %d", (int)again);
+            requested -= b.size;
+            lv[k] = lv[--n];
+        }
+        const buddy_stats_t *st = buddy_stats(pool_core(p));
+        CHECK(st->live_blocks == n && st->bytes_requested == requested,
+              "step %d: core says %" PRIu64 " live / %" PRIu64 " bytes, model %"
+              PRIu64 " / %" PRIu64, step, st->live_blocks, st->bytes_requested,
+              n, requested);
+        CHECK(buddy_check(pool_core(p), msg, sizeof msg) == BUDDY_OK, "step %d: %s",
+              step, msg);
+        /* a slot is 16 bytes and the table at most doubles past half full */
+        CHECK(pool_table_bytes(p) <= 256 + 64 * peak, "table of %" PRIu64
+              " bytes for a peak of %" PRIu64 " blocks", pool_table_bytes(p), peak);
+        if (g_failed_checks > 20)
+            break;
+    }
+    while (n > 0) { /* drain: everything frees exactly once */
+        n--;
+        CHECK(pool_free(p, arena + lv[n].off, lv[n].size) == BUDDY_OK, "drain");
+    }
+    CHECK(buddy_stats(pool_core(p))->live_blocks == 0, "blocks left after drain");
+    CHECK(peak > 64, "the trace never grew the table (peak %" PRIu64 ")", peak);
+    pool_destroy(p);
+    free(lv);
+    free(arena);
+}
+
+static void trace_many_small(void) { trace(64 * 1024, 16, 20000); }
+static void trace_odd_capacity(void) { trace(1000 * 64, 64, 10000); }
+static void trace_min_size_1(void) { trace(4096, 1, 10000); }
+
+static void closed_pool(void)
+{
+    char arena[1024];
+    alloc_pool_t *p = NULL;
+    CHECK(pool_new(sizeof arena, 16, (uintptr_t)arena, &p) == BUDDY_OK, "pool_new");
+    if (p == NULL)
+        return;
+    int64_t off = pool_alloc(p, 100);
+    CHECK(off == 0, "first block at %" PRId64, off);
+    pool_close(p);
+    pool_close(p); /* idempotent */
+    uint64_t got = 0;
+    CHECK(pool_alloc(p, 1) == -1, "alloc after close");
+    CHECK(pool_free(p, arena, 100) == BUDDY_ECLOSED, "free after close");
+    CHECK(pool_locate(p, arena, 100, &got) == BUDDY_ECLOSED, "locate after close");
+    CHECK(buddy_stats(pool_core(p))->live_blocks == 1, "stats frozen at close");
+    CHECK(pool_table_bytes(p) == 0, "table kept after close");
+    pool_destroy(p);
+    pool_destroy(NULL);
+    pool_close(NULL);
+}
+
+static void bad_arguments(void)
+{
+    alloc_pool_t *p = NULL;
+    CHECK(pool_new(1024, 3, 0, &p) == BUDDY_EINVAL && p == NULL, "min_size 3");
+    CHECK(pool_new(1024, 16, 0, NULL) == BUDDY_EINVAL, "NULL out");
+}
+
+int main(void)
+{
+    run("trace_many_small", trace_many_small);
+    run("trace_odd_capacity", trace_odd_capacity);
+    run("trace_min_size_1", trace_min_size_1);
+    run("closed_pool", closed_pool);
+    run("bad_arguments", bad_arguments);
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed != 0;
+}
