@@ -1117,6 +1117,12 @@ static void test_check_detects_every_flipped_bit(void)
 
 static void test_debug_flip_rejects_bad_bits(void)
 {
+    char msg[64] = "untouched";
+    CHECK_STATUS(buddy_debug_flip(NULL, 0, 0, 0), BUDDY_EINVAL);
+    CHECK_STATUS(buddy_check(NULL, msg, sizeof msg), BUDDY_ECORRUPT);
+    CHECK(msg[0] != '\0' && strcmp(msg, "untouched") != 0,
+          "buddy_check(NULL) gave no message: \"%s\"", msg);
+
     buddy_t *b = NEW_ALLOCATOR(13 * 16, 16); /* N = 13, L = 4 */
     if (b == NULL)
         return;
