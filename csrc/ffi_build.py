@@ -10,7 +10,9 @@ that cffi's generated wrappers use to release and re-take it (and to save and
 restore errno), so a short call costs ~40 ns instead of a GIL round-trip that
 can wait for a busy thread's whole switch interval.  That relies on how cffi
 writes its wrappers; ``pyproject.toml`` pins the verified cffi range and
-``tests/test_binding.py`` checks from C that the GIL really is held.
+``tests/test_packaging.py`` checks from C that the GIL really is held.
+On a free-threaded build the core's own mutex (``BUDDY_LOCKED``) makes each
+call atomic; it is never held while Python code runs.
 """
 
 from __future__ import annotations
@@ -55,18 +57,18 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', _read(os.path.join("..", "alloc", "_version.py"))
 ).group(1)
 
-CDEF = _cdef_from_header(_read("buddy.h")) + _cdef_from_header(_read("pool.h")) + """
+CDEF = "\n".join(_cdef_from_header(_read(h)) for h in ("buddy.h", "pool.h", "bench.h"))
+CDEF += """
 /* binding helpers, defined in the preamble below */
 int alloc_gil_held(void);
 const char *alloc_build_version(void);
 void *memset(void *s, int c, size_t n);
 """
-if os.path.exists(os.path.join(HERE, "bench.h")):
-    CDEF += _cdef_from_header(_read("bench.h"))
 
 PREAMBLE = """
 #include "buddy.h"
 #include "pool.h"
+#include "bench.h"
 #include <string.h>
 
 /* Keep the GIL across every call (see csrc/ffi_build.py). */
@@ -84,12 +86,8 @@ static int alloc_gil_held(void) { return PyGILState_Check(); }
 
 static const char *alloc_build_version(void) { return "%s"; }
 """ % VERSION
-if os.path.exists(os.path.join(HERE, "bench.h")):
-    PREAMBLE += '#include "bench.h"\n'
 
-SOURCES = ["csrc/buddy.c", "csrc/pool.c"]
-if os.path.exists(os.path.join(HERE, "bench.c")):
-    SOURCES.append("csrc/bench.c")
+SOURCES = ["csrc/buddy.c", "csrc/pool.c", "csrc/bench.c"]
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
