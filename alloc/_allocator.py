@@ -401,6 +401,11 @@ class BuddyAllocator:
         self._mv = None
         self._arena = None
 
+    def __reduce__(self) -> Any:
+        # A copy would share the C pool and the arena with the original;
+        # like mmap.mmap, an allocator is neither copied nor pickled.
+        raise TypeError(f"cannot pickle or copy '{type(self).__name__}' object")
+
     def __enter__(self) -> "BuddyAllocator":
         return self
 

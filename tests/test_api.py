@@ -940,3 +940,16 @@ def test_views_survive_allocator_deletion():
     assert v.tobytes() == pattern(1, 100)
     v[:] = pattern(2, 100)
     assert v.tobytes() == pattern(2, 100)
+
+
+def test_an_allocator_is_neither_copied_nor_pickled():
+    import copy
+    import pickle
+
+    with BuddyAllocator(4096) as a:
+        for attempt in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError):
+                attempt(a)
+        v = a.alloc(10)  # still fully usable
+        a.free(v)
+        assert len(a) == 0
