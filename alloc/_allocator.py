@@ -67,8 +67,9 @@ def _raise_status(status: int, what: str) -> None:
 
 
 def _as_size(size: object, name: str = "size") -> int:
-    """``operator.index(size)`` for a non-negative integer, bools refused."""
-    if isinstance(size, bool):
+    """``operator.index(size)`` for a non-negative integer, bools refused
+    (Python's, and numpy's, which older numpy still lets index)."""
+    if isinstance(size, bool) or type(size).__name__ in ("bool", "bool_"):
         raise TypeError(f"{name} must be an integer, not bool")
     try:
         n = operator.index(size)  # type: ignore[arg-type]
