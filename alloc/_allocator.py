@@ -35,11 +35,11 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from ._errors import BufferArgumentError, OutOfMemory
 from ._version import __version__
 
-if ffi.string(lib.alloc_build_version()).decode() != __version__:
+_BUILT_FOR = ffi.string(lib.alloc_build_version()).decode()
+if _BUILT_FOR != __version__:
     raise ImportError(
         f"alloc {__version__} found a compiled core built for alloc "
-        f"{ffi.string(lib.alloc_build_version()).decode()}: rebuild it "
-        "(pip install -e . or pip install .)"
+        f"{_BUILT_FOR}: rebuild it (pip install -e . or pip install .)"
     )
 
 __all__ = ["BuddyAllocator"]

@@ -350,9 +350,11 @@ static buddy_status node_diagnose(const buddy_t *b, uint64_t j)
     return BUDDY_ESIZE;
 }
 
-/* BUDDY_OK if a live block of size's order starts at offset, else why not.
- * The caller holds the lock. */
-static buddy_status node_probe(const buddy_t *b, uint64_t offset, uint64_t size)
+/* BUDDY_OK if a live block of size's order starts at offset (and then its
+ * order and index in *order, *index), else why not.  The caller holds the
+ * lock. */
+static buddy_status node_probe(const buddy_t *b, uint64_t offset, uint64_t size,
+                               unsigned *order, uint64_t *index)
 {
     if (b->st.closed)
         return BUDDY_ECLOSED;
@@ -366,27 +368,31 @@ static buddy_status node_probe(const buddy_t *b, uint64_t offset, uint64_t size)
     if (k > b->top || (i << k) != j || !node_exists(b, k, i) ||
         node_is_free(b, k, i) || node_is_split(b, k, i))
         return node_diagnose(b, j);
+    *order = k;
+    *index = i;
     return BUDDY_OK;
 }
 
 buddy_status buddy_probe(const buddy_t *b, uint64_t offset, uint64_t size)
 {
+    unsigned k;
+    uint64_t i;
     LOCK(b);
-    buddy_status status = node_probe(b, offset, size);
+    buddy_status status = node_probe(b, offset, size, &k, &i);
     UNLOCK(b);
     return status;
 }
 
 buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size)
 {
+    unsigned k;
+    uint64_t i;
     LOCK(b);
-    buddy_status status = node_probe(b, offset, size);
+    buddy_status status = node_probe(b, offset, size, &k, &i);
     if (status != BUDDY_OK) {
         UNLOCK(b);
         return status;
     }
-    unsigned k = node_order_for(b, size);
-    uint64_t i = (offset >> b->shift) >> k;
     uint64_t block = b->st.min_size << k;
     b->st.bytes_requested -= size;
     b->st.bytes_in_blocks -= block;

@@ -192,8 +192,11 @@ static buddy_status pool_find(const alloc_pool_t *p, const char *ptr,
     if (addr < p->base || addr - p->base >= p->capacity)
         return BUDDY_ERANGE;
     uint64_t off = (uint64_t)(addr - p->base);
-    uint64_t i = table_probe(p, (off >> p->shift) + 1);
-    if (p->slots[i].key == 0 || (off & (((uint64_t)1 << p->shift) - 1))) {
+    uint64_t i = 0;
+    int aligned = (off & (((uint64_t)1 << p->shift) - 1)) == 0;
+    if (aligned)
+        i = table_probe(p, (off >> p->shift) + 1);
+    if (!aligned || p->slots[i].key == 0) {
         /* no live block starts here: let the core say what is here */
         buddy_status why = buddy_probe(p->core, off, len);
         return why == BUDDY_OK ? BUDDY_ECORRUPT : why;
