@@ -38,12 +38,18 @@
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes, where
  * D = ceil(log64 N) <= 11.  buddy_metadata_bytes() reports the exact figure;
- * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,496 bytes.
+ * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,536 bytes.
  *
- * Time: buddy_alloc and buddy_free touch at most (L + 1)(D + 2) words and
+ * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
  * use find-first-set instructions; nothing is ever scanned.  A summary word
  * is only touched when the word below it changes between zero and non-zero,
- * so the usual cost is a few words per level split or merged.
+ * so the usual cost is a few words per level split or merged.  The most
+ * recent split is kept pending (only the counters record it) until an
+ * operation needs its bits: an alloc followed by the free of that block
+ * costs O(L) counter updates and O(D) bitmap words instead of 2 L (D + 2),
+ * and whichever operation writes it out pays at most L (D + 1) words more,
+ * once (hence the factor 2).  Statistics, placement and statuses are
+ * exactly those of eager splitting.
  * buddy_new is O(L) (metadata comes zeroed from calloc, so the pages of a
  * large arena's metadata are committed only as they are first touched).
  * buddy_check is O(N).
@@ -110,6 +116,10 @@ typedef struct buddy_stats {
     uint64_t free_calls;      /* successful frees; never decreases */
     uint64_t failed_allocs;   /* allocations refused for lack of space;
                                  never decreases */
+    uint64_t peak_bytes_requested; /* the highest bytes_requested, */
+    uint64_t peak_bytes_in_blocks; /* bytes_in_blocks and live_blocks */
+    uint64_t peak_live_blocks;     /* have reached since creation or the
+                                      last buddy_reset_peaks() */
     uint32_t max_order;       /* L */
     uint32_t closed;          /* 1 after buddy_close() */
     uint64_t free_blocks[BUDDY_MAX_ORDER + 1];
@@ -159,8 +169,9 @@ int64_t buddy_alloc(buddy_t *b, uint64_t size);
 buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size);
 
 /* What buddy_free(b, offset, size) would return, without freeing anything:
- * BUDDY_OK means a live block of size's block size starts at offset. */
-buddy_status buddy_probe(const buddy_t *b, uint64_t offset, uint64_t size);
+ * BUDDY_OK means a live block of size's block size starts at offset.
+ * (It may write out the pending split; no figure changes.) */
+buddy_status buddy_probe(buddy_t *b, uint64_t offset, uint64_t size);
 
 /* The block size that a request of `size` bytes takes (max(size, min_size)
  * rounded up to a power of two), or 0 if that exceeds the capacity (no
@@ -180,6 +191,9 @@ const buddy_stats_t *buddy_stats(const buddy_t *b);
 /* Copies all counters at one instant (under the lock with BUDDY_LOCKED). */
 void buddy_snapshot(const buddy_t *b, buddy_stats_t *out);
 
+/* Sets the three peak_* counters to the current figures.  O(1). */
+void buddy_reset_peaks(buddy_t *b);
+
 /* ---- checking ----------------------------------------------------------- */
 
 /* Walks all metadata and checks every invariant: bits set only on nodes of
@@ -188,8 +202,9 @@ void buddy_snapshot(const buddy_t *b, buddy_stats_t *out);
  * bitmaps, and the blocks tile the arena exactly.  Returns BUDDY_OK or
  * BUDDY_ECORRUPT and writes a sentence naming the first broken invariant
  * into msg (if msg is not NULL and msglen > 0; always NUL-terminated).
- * After buddy_close() returns BUDDY_OK.  O(N). */
-buddy_status buddy_check(const buddy_t *b, char *msg, size_t msglen);
+ * After buddy_close() returns BUDDY_OK.  O(N).  Writes out the pending
+ * split first (see Cost); no figure changes. */
+buddy_status buddy_check(buddy_t *b, char *msg, size_t msglen);
 
 /* A constant sentence for a status (never NULL). */
 const char *buddy_strerror(buddy_status status);
