@@ -372,18 +372,15 @@ static inline void peaks_update(buddy_stats_t *st)
         st->peak_live_blocks = st->live_blocks;
 }
 
-int64_t buddy_alloc(buddy_t *b, uint64_t size)
+/* buddy_alloc with the lock held. */
+static int64_t alloc_locked(buddy_t *b, uint64_t size)
 {
-    LOCK(b);
-    if (b->st.closed) {
-        UNLOCK(b);
+    if (b->st.closed)
         return -1;
-    }
     unsigned k = node_order_for(b, size);
     uint64_t avail = k <= b->top ? b->nonempty >> k : 0;
     if (avail == 0) {
         b->st.failed_allocs++;
-        UNLOCK(b);
         return -1;
     }
     unsigned j = k + bits_ctz(avail); /* smallest order with a free block */
@@ -406,8 +403,58 @@ int64_t buddy_alloc(buddy_t *b, uint64_t size)
     b->st.live_blocks++;
     b->st.alloc_calls++;
     peaks_update(&b->st);
-    UNLOCK(b);
     return (int64_t)(i * block);
+}
+
+int64_t buddy_alloc(buddy_t *b, uint64_t size)
+{
+    LOCK(b);
+    int64_t off = alloc_locked(b, size);
+    UNLOCK(b);
+    return off;
+}
+
+/* How many blocks of order k the free blocks hold (saturating). */
+static uint64_t room_for(const buddy_t *b, unsigned k)
+{
+    uint64_t room = 0;
+    for (unsigned m = k; m <= b->top; m++) {
+        uint64_t n = b->st.free_blocks[m];
+        if (n == 0)
+            continue;
+        if (m - k >= 64 || n > (UINT64_MAX >> (m - k)) ||
+            room > UINT64_MAX - (n << (m - k)))
+            return UINT64_MAX;
+        room += n << (m - k);
+    }
+    return room;
+}
+
+buddy_status buddy_alloc_many(buddy_t *b, uint64_t size, uint64_t count,
+                              uint64_t *out)
+{
+    LOCK(b);
+    buddy_status status = BUDDY_OK;
+    unsigned k = node_order_for(b, size);
+    if (b->st.closed) {
+        status = BUDDY_ECLOSED;
+    } else if (count > 0 && (k > b->top || room_for(b, k) < count)) {
+        b->st.failed_allocs++;
+        status = BUDDY_ENOMEM;
+    } else {
+        /* Splitting never needs a merge, so every one of them succeeds. */
+        for (uint64_t c = 0; c < count; c++)
+            out[c] = (uint64_t)alloc_locked(b, size);
+    }
+    UNLOCK(b);
+    return status;
+}
+
+void buddy_count_refusal(buddy_t *b)
+{
+    LOCK(b);
+    b->st.failed_allocs++;
+    UNLOCK(b);
 }
 
 /* Why (offset, size) is not a live block: find the leaf node holding

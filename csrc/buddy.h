@@ -159,6 +159,18 @@ uint64_t buddy_metadata_bytes(uint64_t capacity, uint64_t min_size);
  * after buddy_close(); nothing changes then except failed_allocs. */
 int64_t buddy_alloc(buddy_t *b, uint64_t size);
 
+/* Allocates `count` blocks for `size` bytes each, all or nothing: their
+ * offsets go to out[0 .. count-1] in allocation order, as `count` calls of
+ * buddy_alloc would give them.  If they do not all fit, nothing changes
+ * but failed_allocs (+1) and it returns BUDDY_ENOMEM; after buddy_close,
+ * BUDDY_ECLOSED.  O(L) to decide, then count allocations. */
+buddy_status buddy_alloc_many(buddy_t *b, uint64_t size, uint64_t count,
+                              uint64_t *out);
+
+/* Counts one allocation that a layer above the core refused
+ * (failed_allocs += 1), e.g. when its own bookkeeping could not grow. */
+void buddy_count_refusal(buddy_t *b);
+
 /* Frees the block at `offset`.  `size` must be the size it was allocated
  * with: the core checks that it maps to the block's size, but it cannot
  * tell 960 from 1000 within one 1024-byte block.  It subtracts size from

@@ -2,7 +2,8 @@
 
 setup.py names it in ``cffi_modules``.  The module compiles the C core
 (``buddy.c``), the binding's pool layer over it (``pool.c``: free by buffer
-address, exact sizes) and the C benchmark driver (``bench.c``) into one
+address, exact sizes), the entry points that take a Python object's buffer
+in C (``seam.c``) and the C benchmark driver (``bench.c``) into one
 extension.
 
 Every call into this module keeps the GIL: the preamble redefines the macros
@@ -57,7 +58,9 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', _read(os.path.join("..", "alloc", "_version.py"))
 ).group(1)
 
-CDEF = "\n".join(_cdef_from_header(_read(h)) for h in ("buddy.h", "pool.h", "bench.h"))
+CDEF = "\n".join(
+    _cdef_from_header(_read(h)) for h in ("buddy.h", "pool.h", "seam.h", "bench.h")
+)
 CDEF += """
 /* binding helpers, defined in the preamble below */
 int alloc_gil_held(void);
@@ -68,6 +71,7 @@ void *memset(void *s, int c, size_t n);
 PREAMBLE = """
 #include "buddy.h"
 #include "pool.h"
+#include "seam.h"
 #include "bench.h"
 #include <string.h>
 
@@ -87,7 +91,7 @@ static int alloc_gil_held(void) { return PyGILState_Check(); }
 static const char *alloc_build_version(void) { return "%s"; }
 """ % VERSION
 
-SOURCES = ["csrc/buddy.c", "csrc/pool.c", "csrc/bench.c"]
+SOURCES = ["csrc/buddy.c", "csrc/pool.c", "csrc/seam.c", "csrc/bench.c"]
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)

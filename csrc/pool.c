@@ -31,6 +31,7 @@ struct alloc_pool {
     uint64_t count; /* slots in use = live blocks */
     unsigned bits;
     unsigned shift; /* log2(min_size) */
+    int fail_growth; /* pool_debug_fail_growth(): the next growth fails */
 #if defined(BUDDY_LOCKED) && BUDDY_LOCKED
     pthread_mutex_t lock;
 #endif
@@ -57,18 +58,27 @@ static uint64_t table_probe(const alloc_pool_t *p, uint64_t key)
     return i;
 }
 
-/* Makes room for one more entry (doubling when half full); 0 on success. */
-static int table_reserve(alloc_pool_t *p)
+/* Makes room for n more entries (doubling until at most half full);
+ * 0 on success, -1 if the table could not grow (nothing changed). */
+static int table_reserve(alloc_pool_t *p, uint64_t n)
 {
-    if (2 * (p->count + 1) <= ((uint64_t)1 << p->bits))
+    unsigned bits = p->bits;
+    while (bits < 63 && 2 * (p->count + n) > ((uint64_t)1 << bits))
+        bits++;
+    if (bits == p->bits)
         return 0;
-    slot_t *old = p->slots;
-    uint64_t old_n = (uint64_t)1 << p->bits;
-    slot_t *fresh = calloc((size_t)(2 * old_n), sizeof(slot_t));
+    if (p->fail_growth || 2 * (p->count + n) > ((uint64_t)1 << bits) ||
+        (bits > 60 || ((uint64_t)1 << bits) > SIZE_MAX / sizeof(slot_t))) {
+        p->fail_growth = 0;
+        return -1;
+    }
+    slot_t *fresh = calloc((size_t)1 << bits, sizeof(slot_t));
     if (fresh == NULL)
         return -1;
+    slot_t *old = p->slots;
+    uint64_t old_n = (uint64_t)1 << p->bits;
     p->slots = fresh;
-    p->bits++;
+    p->bits = bits;
     for (uint64_t i = 0; i < old_n; i++)
         if (old[i].key != 0)
             p->slots[table_probe(p, old[i].key)] = old[i];
@@ -163,22 +173,66 @@ uint64_t pool_table_bytes(const alloc_pool_t *p)
     return p->slots ? sizeof(slot_t) << p->bits : 0;
 }
 
+/* Records a live block's requested size (room was reserved). */
+static void table_insert(alloc_pool_t *p, uint64_t off, uint64_t size)
+{
+    uint64_t key = (off >> p->shift) + 1;
+    slot_t *s = &p->slots[table_probe(p, key)];
+    s->key = key;
+    s->size = size;
+    p->count++;
+}
+
 int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
 {
+    if (p == NULL)
+        return POOL_REFUSED;
     LOCK(p);
-    int64_t off = -1;
-    if (p->slots != NULL && table_reserve(p) == 0) {
-        off = buddy_alloc(p->core, size);
-        if (off >= 0) {
-            uint64_t key = ((uint64_t)off >> p->shift) + 1;
-            slot_t *s = &p->slots[table_probe(p, key)];
-            s->key = key;
-            s->size = size;
-            p->count++;
+    int64_t off = POOL_REFUSED;
+    if (p->slots != NULL) {
+        if (table_reserve(p, 1) != 0) {
+            buddy_count_refusal(p->core);
+            off = POOL_NO_TABLE;
+        } else {
+            off = buddy_alloc(p->core, size);
+            if (off >= 0)
+                table_insert(p, (uint64_t)off, size);
         }
     }
     UNLOCK(p);
     return off;
+}
+
+int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
+                        uint64_t *out)
+{
+    if (p == NULL)
+        return POOL_REFUSED;
+    LOCK(p);
+    int64_t status = POOL_REFUSED;
+    if (p->slots != NULL) {
+        if (count > (p->capacity >> p->shift)) {
+            /* more blocks than the arena has: the core refuses (and
+             * counts it) before any table is grown for them */
+            buddy_alloc_many(p->core, size, count, out);
+        } else if (table_reserve(p, count) != 0) {
+            buddy_count_refusal(p->core);
+            status = POOL_NO_TABLE;
+        } else if (buddy_alloc_many(p->core, size, count, out) == BUDDY_OK) {
+            for (uint64_t c = 0; c < count; c++)
+                table_insert(p, out[c], size);
+            status = 0;
+        }
+    }
+    UNLOCK(p);
+    return status;
+}
+
+void pool_debug_fail_growth(alloc_pool_t *p)
+{
+    LOCK(p);
+    p->fail_growth = 1;
+    UNLOCK(p);
 }
 
 /* The slot of the live block that is exactly [ptr, ptr + len), or why not.
@@ -209,6 +263,8 @@ static buddy_status pool_find(const alloc_pool_t *p, const char *ptr,
 
 buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len)
 {
+    if (p == NULL)
+        return BUDDY_EINVAL;
     LOCK(p);
     uint64_t i = 0;
     buddy_status status = pool_find(p, ptr, len, &i);
@@ -225,6 +281,8 @@ buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len)
 buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
                          uint64_t *offset)
 {
+    if (p == NULL)
+        return BUDDY_EINVAL;
     LOCK(p);
     uint64_t i = 0;
     buddy_status status = pool_find(p, ptr, len, &i);

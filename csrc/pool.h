@@ -36,8 +36,25 @@ void pool_destroy(alloc_pool_t *p);
 /* The core underneath, for statistics and checks. */
 buddy_t *pool_core(alloc_pool_t *p);
 
-/* buddy_alloc that also records `size`; -1 when refused or closed. */
+/* What pool_alloc returns besides an offset: POOL_REFUSED when no free
+ * block is large enough (or the pool is closed); POOL_NO_TABLE when the
+ * size table could not grow (no memory), counted in failed_allocs too. */
+#define POOL_REFUSED -1
+#define POOL_NO_TABLE -2
+
+/* buddy_alloc that also records `size`: an offset, or POOL_REFUSED or
+ * POOL_NO_TABLE.  (pool_alloc, pool_alloc_many, pool_free and pool_locate
+ * refuse a NULL pool: POOL_REFUSED, BUDDY_EINVAL.) */
 int64_t pool_alloc(alloc_pool_t *p, uint64_t size);
+
+/* buddy_alloc_many that also records the sizes: 0 with the offsets in
+ * out[0 .. count-1], or POOL_REFUSED / POOL_NO_TABLE with nothing changed
+ * but failed_allocs. */
+int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
+                        uint64_t *out);
+
+/* Testing aid: the next time the size table must grow, it fails. */
+void pool_debug_fail_growth(alloc_pool_t *p);
 
 /* Frees the live block whose bytes are exactly [ptr, ptr + len): it must
  * start at a live block and len must equal the size that block was
