@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import numbers
 import operator
+import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 try:
     from ._buddy import ffi, lib
@@ -34,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "(pip install .  or  pip install -e .) rather than importing it from "
         f"an unbuilt source tree ({exc})"
     ) from exc
+from . import _observe
 from ._errors import BufferArgumentError, OutOfMemory
 from ._version import __version__
 
@@ -433,6 +435,132 @@ class BuddyAllocator:
             ffi.release(ptr)
         raise error
 
+    def _live_block(self, offset: object, what: str) -> Tuple[int, int]:
+        """(offset, requested size) of the live block starting at offset,
+        or ValueError."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        off = _as_size(offset, "offset")
+        out = ffi.new("uint64_t[3]")  # start, block size, requested
+        status = lib.pool_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
+        if status == lib.BUDDY_OK and out[0] != off:
+            status = lib.BUDDY_EINTERIOR
+        if status:
+            raise _status_error(status, f"{what} at offset {off}")
+        return off, int(out[2])
+
+    def block_at(self, offset: int) -> memoryview:
+        """A view of the live block that starts at ``offset``, exactly its
+        requested length (what another process holding only the offset
+        needs).  :class:`ValueError` if no live block starts there."""
+        mv = self._mv
+        off, n = self._live_block(offset, "block_at()")
+        if n == 0:
+            with self._zero_lock:
+                if off in self._zero:
+                    return self._zero[off]
+        return mv[off : off + n]  # type: ignore[index]
+
+    def free_at(self, offset: int) -> None:
+        """Free the live block that starts at ``offset`` (any block,
+        zero-size ones included).  :class:`ValueError` if none starts
+        there; nothing changes then."""
+        off, n = self._live_block(offset, "free_at()")
+        with self._zero_lock:
+            status = lib.pool_free(self._h, ffi.cast("char *", self._base + off), n)
+            if status:
+                raise _status_error(status, f"free_at() at offset {off}")
+            self._zero.pop(off, None)
+
+    @contextlib.contextmanager
+    def block(self, size: int) -> Iterator[memoryview]:
+        """``with pool.block(n) as buf:`` -- ``buf = alloc(n)``, freed on
+        exit, also on an exception.
+
+        (``with pool.alloc(n) as buf:`` is a trap: that is memoryview's own
+        context manager, which *releases* the view on exit without freeing
+        the block -- and a released view can no longer be freed.)
+        """
+        view = self.alloc(size)
+        try:
+            yield view
+        finally:
+            self.free(view)
+
+    def blocks(self) -> Iterator[Tuple[int, int, int]]:
+        """``(offset, block_size, requested)`` for every live block, in
+        address order.  Walks the core's bitmaps: O(N log N) for N blocks,
+        live or free; each step is one C call, so a block freed or
+        allocated during the walk is seen or not, never half."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        out = ffi.new("uint64_t[3]")
+        off = 0
+        while off < self._capacity:
+            status = lib.pool_block_at(self._h, off, out, out + 1, out + 2)
+            if status == lib.BUDDY_ECLOSED:
+                raise ValueError("the allocator is closed")
+            if status not in (lib.BUDDY_OK, lib.BUDDY_EFREE):
+                raise _status_error(status, "blocks()")
+            if status == lib.BUDDY_OK:
+                yield int(out[0]), int(out[1]), int(out[2])
+            off = int(out[0] + out[1])
+
+    def render(self, path: Union[str, "os.PathLike[str]", None] = None, *,
+               width: int = 1200) -> Optional[str]:
+        """Draw the arena map: live blocks (requested part and wasted tail),
+        free blocks and the part of the buddy tree past the capacity, with
+        a legend and the statistics.
+
+        With no ``path``, return the SVG text.  Otherwise write the file:
+        PNG when ``path`` ends in ``.png`` (needs matplotlib), SVG
+        otherwise.  Per-cell byte counts come from one walk in C, so a
+        16 GiB arena with a million blocks draws in well under a second.
+        """
+        if self._core is None:
+            raise _never_created(self)
+        if self._closed:
+            raise ValueError("the allocator is closed")
+        st = self.stats()
+        span = st["min_size"] << int(self._st.max_order)
+        cells = _observe.cells_for(width, span=span, min_size=st["min_size"])
+        arrays = ffi.new("uint64_t[]", 3 * cells)
+        status = lib.pool_map(self._h, cells, arrays, arrays + cells, arrays + 2 * cells)
+        if status:
+            raise _status_error(status, "render()")
+        req, waste, free = (ffi.unpack(arrays + i * cells, cells) for i in range(3))
+        free_bytes = st["bytes_free"]
+        caption = {
+            k: st[k]
+            for k in ("bytes_total", "bytes_allocated", "bytes_wasted", "bytes_free",
+                      "largest_free", "live_blocks", "peak_bytes_allocated")
+        }
+        caption["free_fragmentation"] = (
+            f"{100.0 * (1 - st['largest_free'] / free_bytes):.1f}%" if free_bytes else "0.0%"
+        )
+        title = f"{type(self).__name__}: {_observe._human(self._capacity)} arena"
+        kw: Dict[str, Any] = dict(capacity=self._capacity, span=span, width=width,
+                                  title=title, caption=caption)
+        if path is None:
+            return _observe.svg(req, waste, free, **kw)
+        if os.fspath(path).lower().endswith(".png"):
+            _observe.png(path, req, waste, free, **kw)
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(_observe.svg(req, waste, free, **kw))
+        return None
+
+    def _repr_svg_(self) -> str:
+        """Jupyter shows the arena map when a pool ends a cell."""
+        return self.render() or ""
+
+    def _debug_fail_next_table_growth(self) -> None:
+        """Testing aid: the next time the binding's table of block sizes
+        must grow, it fails (as when malloc returns NULL)."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        lib.pool_debug_fail_growth(self._h)
+
     def block_size(self, size: int) -> int:
         """The block size :meth:`alloc` would take for ``size`` bytes, or 0
         if no block of this arena is that large."""
@@ -479,6 +607,11 @@ class BuddyAllocator:
         """True after :meth:`close`."""
         return self._closed
 
+    def __bool__(self) -> bool:
+        """Always true, even with no live block: ``if pool:`` asks whether
+        there is a pool, not whether it holds anything (use ``len()``)."""
+        return True
+
     def __len__(self) -> int:
         """Number of live blocks."""
         return int(self._st.live_blocks) if self._st is not None else 0
@@ -486,8 +619,12 @@ class BuddyAllocator:
     def stats(self) -> Dict[str, Any]:
         """Every statistic in one consistent snapshot, plus ``free_blocks``:
         ``{block_size: number of free blocks of that size}`` for every block
-        size of the tree (like Linux's /proc/buddyinfo), and
-        ``metadata_bytes``, the memory the core uses for bookkeeping."""
+        size of the tree (like Linux's /proc/buddyinfo), ``metadata_bytes``
+        (the memory the core uses for bookkeeping), the three peaks, and
+        ``orders``: one dict per block size, ascending, with its
+        ``free_blocks``, ``unusable_free_index`` and ``fragmentation_index``
+        for a request of that size (Linux mm/vmstat.c's definitions; see
+        ``alloc._observe.order_table``).  O(orders)."""
         if self._st is None:
             raise ValueError("the allocator was never created")
         s = ffi.new("buddy_stats_t *")
@@ -504,7 +641,33 @@ class BuddyAllocator:
             "live_blocks": int(s.live_blocks),
             "free_blocks": free_blocks,
             "metadata_bytes": int(lib.buddy_metadata_bytes(s.capacity, s.min_size)),
+            "peak_bytes_allocated": int(s.peak_bytes_requested),
+            "peak_bytes_in_blocks": int(s.peak_bytes_in_blocks),
+            "peak_live_blocks": int(s.peak_live_blocks),
+            "orders": _observe.order_table(m, list(free_blocks.values())),
         }
+
+    @property
+    def peak_bytes_allocated(self) -> int:
+        """The highest :attr:`bytes_allocated` since creation or
+        :meth:`reset_peaks` (like pyarrow's ``max_memory()``)."""
+        return int(self._st.peak_bytes_requested) if self._st is not None else 0
+
+    @property
+    def peak_bytes_in_blocks(self) -> int:
+        """The highest number of bytes live blocks covered, waste included."""
+        return int(self._st.peak_bytes_in_blocks) if self._st is not None else 0
+
+    @property
+    def peak_live_blocks(self) -> int:
+        """The highest number of live blocks at once."""
+        return int(self._st.peak_live_blocks) if self._st is not None else 0
+
+    def reset_peaks(self) -> None:
+        """Set the three peaks to the current figures."""
+        if self._core is None:
+            raise _never_created(self)
+        lib.buddy_reset_peaks(self._core)
 
     def counters(self) -> Dict[str, int]:
         """History since creation (never decreasing): successful

@@ -551,6 +551,33 @@ buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size)
     return BUDDY_OK;
 }
 
+buddy_status buddy_block_at(buddy_t *b, uint64_t offset, uint64_t *start,
+                           uint64_t *size, int *is_free)
+{
+    LOCK(b);
+    buddy_status status = BUDDY_OK;
+    if (b->st.closed) {
+        status = BUDDY_ECLOSED;
+    } else if (offset >= b->st.capacity) {
+        status = BUDDY_ERANGE;
+    } else {
+        uint64_t j = offset >> b->shift;
+        if (chain_covers(b, j))
+            chain_settle(b);
+        unsigned k = b->top;
+        uint64_t i = 0;
+        while (node_is_split(b, k, i)) { /* down to the leaf holding j */
+            k--;
+            i = j >> k;
+        }
+        *start = (i << k) << b->shift;
+        *size = b->st.min_size << k;
+        *is_free = node_is_free(b, k, i);
+    }
+    UNLOCK(b);
+    return status;
+}
+
 uint64_t buddy_block_size(const buddy_t *b, uint64_t size)
 {
     unsigned k = node_order_for(b, size);

@@ -185,6 +185,13 @@ buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size);
  * (It may write out the pending split; no figure changes.) */
 buddy_status buddy_probe(buddy_t *b, uint64_t offset, uint64_t size);
 
+/* The block, live or free, that holds byte `offset`: its start and size in
+ * *start and *size, and in *is_free whether it is free.  Returns BUDDY_OK,
+ * BUDDY_ERANGE (offset >= capacity) or BUDDY_ECLOSED.  O(L).  Walking
+ * offset = start + size from 0 visits every block in address order. */
+buddy_status buddy_block_at(buddy_t *b, uint64_t offset, uint64_t *start,
+                            uint64_t *size, int *is_free);
+
 /* The block size that a request of `size` bytes takes (max(size, min_size)
  * rounded up to a power of two), or 0 if that exceeds the capacity (no
  * such block can ever be free).  O(1). */

@@ -291,3 +291,71 @@ buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
     UNLOCK(p);
     return status;
 }
+
+buddy_status pool_block_at(alloc_pool_t *p, uint64_t offset, uint64_t *start,
+                           uint64_t *size, uint64_t *requested)
+{
+    if (p == NULL)
+        return BUDDY_EINVAL;
+    LOCK(p);
+    int is_free = 0;
+    buddy_status status = p->slots == NULL
+        ? BUDDY_ECLOSED
+        : buddy_block_at(p->core, offset, start, size, &is_free);
+    if (status == BUDDY_OK) {
+        if (is_free) {
+            status = BUDDY_EFREE;
+        } else {
+            slot_t *s = &p->slots[table_probe(p, (*start >> p->shift) + 1)];
+            *requested = s->key ? s->size : *size; /* a key is always there */
+        }
+    }
+    UNLOCK(p);
+    return status;
+}
+
+/* Adds the bytes of [a, b) to the cells of `cell` bytes they fall in. */
+static void map_add(uint64_t *cells, uint64_t cell, uint64_t a, uint64_t b)
+{
+    while (a < b) {
+        uint64_t c = a / cell, end = (c + 1) * cell;
+        if (end > b)
+            end = b;
+        cells[c] += end - a;
+        a = end;
+    }
+}
+
+buddy_status pool_map(alloc_pool_t *p, uint64_t ncells, uint64_t *requested,
+                      uint64_t *wasted, uint64_t *free_bytes)
+{
+    if (p == NULL)
+        return BUDDY_EINVAL;
+    const buddy_stats_t *st = buddy_stats(p->core);
+    uint64_t span = st->min_size << st->max_order;
+    if (ncells == 0 || span % ncells != 0)
+        return BUDDY_EINVAL;
+    uint64_t cell = span / ncells;
+    for (uint64_t c = 0; c < ncells; c++)
+        requested[c] = wasted[c] = free_bytes[c] = 0;
+    LOCK(p);
+    buddy_status status = p->slots == NULL ? BUDDY_ECLOSED : BUDDY_OK;
+    for (uint64_t off = 0; status == BUDDY_OK && off < p->capacity;) {
+        uint64_t start = 0, size = 0;
+        int is_free = 0;
+        status = buddy_block_at(p->core, off, &start, &size, &is_free);
+        if (status != BUDDY_OK)
+            break;
+        if (is_free) {
+            map_add(free_bytes, cell, start, start + size);
+        } else {
+            slot_t *s = &p->slots[table_probe(p, (start >> p->shift) + 1)];
+            uint64_t r = s->key ? s->size : size;
+            map_add(requested, cell, start, start + r);
+            map_add(wasted, cell, start + r, start + size);
+        }
+        off = start + size;
+    }
+    UNLOCK(p);
+    return status;
+}

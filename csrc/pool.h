@@ -67,6 +67,20 @@ buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len);
 buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
                          uint64_t *offset);
 
+/* The block that holds byte `offset` if it is live: its start, block size
+ * and requested size; BUDDY_EFREE if that block is free, BUDDY_ERANGE past
+ * the capacity, BUDDY_ECLOSED.  O(L). */
+buddy_status pool_block_at(alloc_pool_t *p, uint64_t offset, uint64_t *start,
+                           uint64_t *size, uint64_t *requested);
+
+/* The arena map: the buddy tree's span (min_size << max_order) cut into
+ * ncells equal cells (ncells must divide it); for each cell the bytes of
+ * live blocks that were requested, the bytes of live blocks past their
+ * request, and the bytes of free blocks (what is left of a cell lies past
+ * the capacity).  One walk of every block, O(blocks * L + ncells). */
+buddy_status pool_map(alloc_pool_t *p, uint64_t ncells, uint64_t *requested,
+                      uint64_t *wasted, uint64_t *free_bytes);
+
 /* Bytes the size table uses now. */
 uint64_t pool_table_bytes(const alloc_pool_t *p);
 
