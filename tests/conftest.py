@@ -35,6 +35,11 @@ STAT_KEYS = (
     "live_blocks",
     "free_blocks",
     "metadata_bytes",
+    # API.md, Extensions, "Observing"
+    "peak_bytes_allocated",
+    "peak_bytes_in_blocks",
+    "peak_live_blocks",
+    "orders",
 )
 
 # The history counters of counters() (not statistics: they only grow).
@@ -48,6 +53,9 @@ PROPERTY_KEYS = (
     "bytes_free",
     "largest_free",
     "min_size",
+    "peak_bytes_allocated",
+    "peak_bytes_in_blocks",
+    "peak_live_blocks",
 )
 
 
