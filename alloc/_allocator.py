@@ -156,11 +156,13 @@ class BuddyAllocator:
 
         out = ffi.new("alloc_pool_t **")
         status = lib.pool_new(capacity, min_size, base, out)
-        if status == lib.BUDDY_ENOMEM:
-            raise MemoryError(
-                f"cannot allocate allocator metadata for {capacity} bytes"
-            )
         if status != lib.BUDDY_OK:
+            mv.release()  # a refused arena stays free to resize or close
+            self._arena = None
+            if status == lib.BUDDY_ENOMEM:
+                raise MemoryError(
+                    f"cannot allocate allocator metadata for {capacity} bytes"
+                )
             _raise_status(status, "BuddyAllocator()")
         self._zero = {}  # the views of live zero-size blocks, by offset
         self._zero_lock = threading.Lock()
@@ -195,21 +197,26 @@ class BuddyAllocator:
                 "arena must be an int or a writable buffer, "
                 f"not {type(arena).__name__}"
             ) from None
-        if mv.readonly:
-            raise BufferArgumentError("arena buffer is read-only")
-        if not mv.c_contiguous:
-            raise BufferArgumentError("arena buffer is not C-contiguous")
-        if mv.ndim != 1 or mv.format != "B":
-            mv = mv.cast("B")
+        try:
+            if mv.readonly:
+                raise BufferArgumentError("arena buffer is read-only")
+            if not mv.c_contiguous:
+                raise BufferArgumentError("arena buffer is not C-contiguous")
+            if mv.nbytes < min_size:
+                raise ValueError(
+                    f"arena buffer of {mv.nbytes} bytes is shorter than "
+                    f"min_size={min_size}: no block fits"
+                )
+            if mv.ndim != 1 or mv.format != "B":
+                flat = mv.cast("B")  # a view of bytes over the same memory
+                mv.release()
+                mv = flat
+        except BaseException:
+            mv.release()  # a refused arena stays free to resize or close
+            raise
         capacity = len(mv) // min_size * min_size
-        if capacity < min_size:
-            raise ValueError(
-                f"arena buffer of {len(mv)} bytes is shorter than "
-                f"min_size={min_size}: no block fits"
-            )
-        ptr = ffi.from_buffer(mv)
-        base = int(ffi.cast("uintptr_t", ptr))
-        ffi.release(ptr)
+        with ffi.from_buffer(mv) as ptr:
+            base = int(ffi.cast("uintptr_t", ptr))
         return capacity, mv, base
 
     # ---- blocks ---------------------------------------------------------
@@ -244,7 +251,9 @@ class BuddyAllocator:
             off = _c_alloc(self._h, size)
             if off >= 0:
                 return mv[off : off + size]  # type: ignore[index]
+            mv = None  # the traceback keeps this frame: it must not pin the arena
             raise self._refusal(size, off)
+        mv = None
         return self._alloc_other(size, True)  # type: ignore[return-value]
 
     def try_alloc(self, size: int) -> Optional[memoryview]:
@@ -256,7 +265,9 @@ class BuddyAllocator:
                 return mv[off : off + size]  # type: ignore[index]
             if off == _REFUSED and not self._closed:
                 return None
+            mv = None  # the traceback keeps this frame: it must not pin the arena
             raise self._refusal(size, off)
+        mv = None
         return self._alloc_other(size, False)
 
     def _alloc_other(self, size: object, strict: bool) -> Optional[memoryview]:
@@ -266,6 +277,7 @@ class BuddyAllocator:
         with self._zero_lock if n == 0 else _NO_LOCK:
             off = _c_alloc(h, min(n, _U64_MAX))
             if off < 0:
+                mv = None  # a traceback must not pin the arena
                 if not strict and off == _REFUSED and not self._closed:
                     return None
                 raise self._refusal(n, off)
@@ -299,6 +311,7 @@ class BuddyAllocator:
         with self._zero_lock if n == 0 else _NO_LOCK:
             status = lib.pool_alloc_many(h, min(n, _U64_MAX), c, out)
             if status:
+                mv = None  # a traceback must not pin the arena
                 raise self._refusal(n, status, count=c)
             offsets = ffi.unpack(out, c) if c else []
             views = [mv[o : o + n] for o in offsets]  # type: ignore[index]
@@ -421,11 +434,16 @@ class BuddyAllocator:
             raise _never_created(self)
         ptr = self._export(block, "offset_of()")
         try:
-            if len(ptr) == 0:
+            if len(ptr) == 0:  # as free(): a zero-size block by identity only
                 with self._zero_lock:
                     for off, view in self._zero.items():
                         if view is block:
                             return off
+                error: Exception = ValueError(
+                    "offset_of(): an empty buffer is not a block: only the "
+                    "view that alloc(0) returned is a zero-size block's view"
+                )
+                raise error
             out = ffi.new("uint64_t *")
             status = lib.pool_locate(self._h, ptr, len(ptr), out)
             if not status:
