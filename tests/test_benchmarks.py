@@ -6,9 +6,11 @@ finite numbers.  One --quick run (under 30 s) is shared by the tests.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -130,3 +132,38 @@ def test_gil_script_reports_the_gil_kept():
                          capture_output=True, text=True, check=True, timeout=120).stdout
     assert "GIL held during C calls: True" in out
     assert "beside a busy thread" in out
+
+
+def test_an_unbuilt_checkout_does_not_shadow_the_installed_alloc(tmp_path):
+    """After ``pip install .`` (not -e) the checkout's alloc/ holds only
+    sources, and Python puts the current directory first on sys.path: the
+    runner and its children must still use the installed alloc.  A copy of
+    the checkout's sources (nothing built) stands in for such a checkout.
+    (Under an editable install the copy borrows the checkout's compiled core
+    through setuptools' finder, so the test bites only against a
+    non-editable install, as .ci/run makes one.)"""
+    probe = subprocess.run([sys.executable, "-c", "import alloc"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode:
+        pytest.skip("alloc is not installed (only importable from the checkout)")
+    for d in ("alloc", "benchmarks"):
+        shutil.copytree(os.path.join(ROOT, d), tmp_path / d,
+                        ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only",
+                           "pair-64"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "FAILED" not in proc.stdout and "compiled core" not in proc.stdout
+
+
+def test_prefer_built_alloc_moves_only_an_unbuilt_checkout(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "_benchmarks_init", os.path.join(ROOT, "benchmarks", "__init__.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # (re)orders sys.path as conftest did
+    prefer_built_alloc = module.prefer_built_alloc
+    (tmp_path / "alloc").mkdir()
+    path = [str(tmp_path), "/usr/lib/python3", "site-packages"]
+    assert prefer_built_alloc(path, str(tmp_path)) == path[1:] + path[:1]
+    (tmp_path / "alloc" / "_buddy.abi3.so").write_bytes(b"")
+    assert prefer_built_alloc(path, str(tmp_path)) == path
