@@ -274,13 +274,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             f.write("\n")
         print(f"Wrote every figure to {args.json}"
               + (" (partial: interrupted)" if interrupted else ""))
-    if args.plot and done:
-        report.plot(done, results, args.plot,
+    charted = [w for w in done if "ours_ns" in results[w.name]]
+    if args.plot and charted:
+        report.plot(charted, results, args.plot,
                     f"alloc {env['alloc']}: time ratio by workload ({started}"
                     + (", --quick" if args.quick else "")
                     + (", interrupted" if interrupted else "") + ")")
         print(f"Wrote the chart to {args.plot}"
               + (" (partial: interrupted)" if interrupted else ""))
+    elif args.plot:
+        print(f"Wrote no chart to {args.plot}: no workload has figures")
     if interrupted:
         return EXIT_INTERRUPTED
     return 1 if failed else 0

@@ -4,6 +4,7 @@ progress bar."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -469,43 +470,101 @@ def unplottable(path: str) -> str:
             f"{', '.join(sorted(formats))})")
 
 
+#: The chart's two groups: level -> title.
+GROUPS = {"python": "Python: alloc vs bytearray / numpy.empty",
+          "c": "C core vs glibc malloc"}
+
+
+def _bars(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]],
+          level: str) -> List[Tuple[str, Dict[str, Any]]]:
+    """(label, {peer: figure}) for each bar group of one level: the
+    headline of each workload, or each variant (scale's arenas)."""
+    rows: List[Tuple[str, Dict[str, Any]]] = []
+    for w in ws:
+        if w.level != level:
+            continue
+        r = results[w.name]
+        figs = list(r.get("parts", {}).items()) if w.variants else [("", r)]
+        rows += [(f"{w.name} {label}".strip(), f["peers"]) for label, f in figs
+                 if "peers" in f]
+    return rows
+
+
 def plot(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]], path: str,
          title: str) -> None:
+    """Write the chart of the ratios (see chart) to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows: List[Tuple[str, Dict[str, Any]]] = []
-    for w in ws:
-        r = results[w.name]
-        figs = list(r.get("parts", {}).items()) if w.variants else [("", r)]
-        rows += [(f"{w.name} {label}".strip(), f["peers"]) for label, f in figs
-                 if "peers" in f]
+    figure = chart(ws, results, title)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def chart(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]],
+          title: str) -> Any:
+    """The chart of the ratios, a matplotlib Figure: per level a panel of
+    horizontal bars, each drawn from 1 to the median ratio ours / peer on a
+    log scale (left of 1: ours faster), the min-max of the paired ratios as
+    a whisker and the ratio written at the bar's end."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    groups = [(level, _bars(ws, results, level)) for level in GROUPS]
+    groups = [(level, rows) for level, rows in groups if rows]
+    if not groups:
+        raise ValueError("no workload has figures to chart")
+    ratios = [x for _, rows in groups for _, peers in rows for pf in peers.values()
+              for x in [pf["ratio"], *pf["ratio_spread"]]]
+    # symmetric about 1 in log space, with room for the labels
+    reach = max(0.7, max(abs(math.log10(x)) for x in ratios) + 0.3)
+    # one row per bar group, one more on top for the direction labels
+    heights = [(len(rows) + 1) * (0.16 + 0.15 * len(rows[0][1])) for _, rows in groups]
+    figure, axes = plt.subplots(len(groups), 1, sharex=True, squeeze=False,
+                               figsize=(9, sum(heights) + 1.4),
+                               gridspec_kw={"height_ratios": heights})
     colors: Dict[str, str] = {}
-    chart, ax = plt.subplots(figsize=(9, 0.34 * len(rows) + 1.6))
-    for i, (label, peers) in enumerate(rows):
-        height = 0.8 / len(peers)
-        for k, (peer, pf) in enumerate(peers.items()):
-            lo, hi = pf["ratio_spread"]
-            new = peer not in colors
-            colors.setdefault(peer, f"C{len(colors)}")
-            ax.barh(i - 0.4 + height * (k + 0.5), pf["ratio"], height=height,
-                    color=colors[peer], label=f"vs {peer}" if new else None,
-                    xerr=[[pf["ratio"] - lo], [hi - pf["ratio"]]],
-                    error_kw={"elinewidth": 0.8, "capsize": 2})
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([label for label, _ in rows])
-    ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_xscale("log")
-    ax.invert_yaxis()
-    ax.set_xlabel("ours time / peer time, paired runs: median and min-max "
-                  "(log scale; left of 1 = ours faster)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
-    chart.tight_layout()
-    chart.savefig(path, dpi=120)
-    plt.close(chart)
+    for ax, (level, rows) in zip(axes[:, 0], groups):
+        labelled = set()
+        for i, (label, peers) in enumerate(rows):
+            height = 0.8 / len(peers)
+            for k, (peer, pf) in enumerate(peers.items()):
+                color = colors.setdefault(peer, f"C{len(colors)}")
+                y = i - 0.4 + height * (k + 0.5)
+                r, (lo, hi) = pf["ratio"], pf["ratio_spread"]
+                ax.barh(y, r - 1, left=1, height=height * 0.85, color=color,
+                        label=None if peer in labelled else f"vs {peer}")
+                labelled.add(peer)
+                ax.plot([lo, hi], [y, y], color="0.2", linewidth=0.7, zorder=3)
+                ax.text(r * (1.05 if r >= 1 else 1 / 1.05), y, ratio_text(r) + "\u00d7",
+                        va="center", ha="left" if r >= 1 else "right", fontsize=7.5,
+                        zorder=4, bbox={"boxstyle": "square,pad=0.1", "fc": "white",
+                                        "ec": "none", "alpha": 0.85})
+        ax.axvline(1.0, color="black", linewidth=1)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([label for label, _ in rows], fontsize=8.5)
+        ax.set_ylim(len(rows) - 0.5, -1.3)
+        ax.text(1 / 1.06, -0.95, "\u2190 ours faster", ha="right", va="center",
+                fontsize=8.5, color="0.3")
+        ax.text(1.06, -0.95, "ours slower \u2192", ha="left", va="center",
+                fontsize=8.5, color="0.3")
+        ax.set_title(GROUPS[level], fontsize=10, loc="left", fontweight="bold")
+        ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=len(labelled),
+                  fontsize=8, frameon=False, borderaxespad=0.1)
+        ax.grid(axis="x", which="major", color="0.85", linewidth=0.6)
+        ax.set_axisbelow(True)
+    last = axes[-1, 0]
+    last.set_xscale("log")
+    last.set_xlim(10 ** -reach, 10 ** reach)
+    last.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+        lambda x, _: f"{x:g}\u00d7"))
+    last.set_xlabel("time ours / peer (log scale): bar = median of the paired "
+                    "runs, whisker = their min-max", fontsize=8.5)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
 
 
 # ---- progress ----------------------------------------------------------------

@@ -274,3 +274,36 @@ def test_ctrl_c_prints_what_was_measured_and_exits_130(tmp_path):
     assert doc["environment"]["interrupted"] is True
     assert list(doc["workloads"]) == ["pair-64"]
     check_figure("pair-64", doc["workloads"]["pair-64"])
+
+
+def test_chart_draws_each_ratio_from_1_in_two_titled_groups(quick):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from benchmarks.report import chart, ratio_text
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    doc, _, _ = quick
+    results = doc["workloads"]
+    figure = chart([REGISTRY[n] for n in results], results, "test")
+    try:
+        python, c = figure.axes
+        assert python.get_title(loc="left") == "Python: alloc vs bytearray / numpy.empty"
+        assert c.get_title(loc="left") == "C core vs glibc malloc"
+        assert python.get_xscale() == c.get_xscale() == "log"
+        ratios = [pf["ratio"] for name in ("pair-64", "churn")
+                  for pf in results[name]["peers"].values()]
+        for ax in (python, c):
+            for bar in ax.patches:  # every bar spans 1 .. its ratio
+                x0, x1 = sorted((bar.get_x(), bar.get_x() + bar.get_width()))
+                assert x0 == pytest.approx(1) or x1 == pytest.approx(1)
+            texts = [t.get_text() for t in ax.texts]
+            assert "\u2190 ours faster" in texts and "ours slower \u2192" in texts
+            assert any(x.get_xdata()[0] == 1 for x in ax.lines)  # the line at 1
+        labels = [t.get_text() for ax in (python, c) for t in ax.texts]
+        for r in ratios:
+            assert ratio_text(r) + "\u00d7" in labels
+    finally:
+        plt.close(figure)
