@@ -38,12 +38,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     runs (argparse's usage message and exit status 2 when they are bad)."""
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Time alloc.BuddyAllocator against bytearray and numpy.empty "
-                    "(Python level) and the C core against glibc malloc (C level) "
-                    "on the named workloads defined in docs/workloads.md; print "
-                    "medians, ratios and their spread, and peak memory.",
-        epilog="workloads: " + ", ".join(WORKLOADS)
-               + ". Their definitions: docs/workloads.md.",
+        # wrapped here, so that no workload name is broken at its hyphen
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=report.wrap(
+            "Time alloc.BuddyAllocator against bytearray and numpy.empty "
+            "(Python level) and the C core against glibc malloc (C level) on "
+            "the named workloads defined in docs/workloads.md; print medians, "
+            "ratios and their spread, and peak memory."),
+        epilog=report.wrap("workloads: " + ", ".join(WORKLOADS)
+                           + ". Their definitions: docs/workloads.md."),
     )
     ap.add_argument("--quick", action="store_true",
                     help="short loops and few runs (under 30 s): a smoke test for CI")

@@ -419,7 +419,7 @@ def _notes(w: Workload, r: Dict[str, Any]) -> List[str]:
     if w.name == "churn":
         notes.append("churn: failures ours/malloc "
                      f"{f.get('ours', 0)}/{f.get('glibc malloc', 0)}; published "
-                     "figures on this definition (WORKLOADS.md, context only): "
+                     "figures on this definition (docs/workloads.md, context only): "
                      "glibc ~110 ns, half-fit ~40, TLSF 130-200, "
                      "single-header C buddy 540-590 ns per step")
     if w.name == "churn-75pct":

@@ -136,6 +136,25 @@ def test_help():
     assert proc.returncode == 0
     for flag in ("--quick", "--only", "--json", "--plot"):
         assert flag in proc.stdout
+    assert "docs/workloads.md" in proc.stdout and "WORKLOADS.md" not in proc.stdout
+
+
+def test_the_workloads_doc_defines_every_workload():
+    """docs/workloads.md, which --help and the notes cite, is in the
+    repository and names every workload the runner has (and shared-pair,
+    defined before it is built)."""
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    with open(os.path.join(ROOT, "docs", "workloads.md"), encoding="utf-8") as f:
+        doc = f.read()
+    named = set(re.findall(r"`([A-Za-z0-9-]+)`", doc))
+    pair_sizes = set(re.findall(r"N = ([\d, ]+)", doc)[0].replace(",", " ").split())
+    for name in REGISTRY:
+        base = re.sub(r"^pair-\d+", "pair-N", name)
+        assert name in named or base in named, name
+        if base != name:
+            assert name.split("-")[1] in pair_sizes, name
+    assert "shared-pair" in named
 
 
 def test_only_restricts_the_set(tmp_path):
