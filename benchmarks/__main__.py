@@ -18,27 +18,35 @@ import json
 import os
 import select
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import report
+from . import ROOT, report
 from .workloads import C_PEERS, PY_PEERS, WORKLOADS, Workload
 from .workloads import select as select_workloads
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The exit status after Ctrl-C, as a shell reports a SIGINT death.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """The command line, with --json and --plot checked before anything
+    runs (argparse's usage message and exit status 2 when they are bad)."""
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Time alloc.BuddyAllocator against bytearray and numpy.empty "
-                    "(Python level) and the C core against glibc malloc (C level) "
-                    "on the named workloads of WORKLOADS.md; print medians, "
-                    "ratios and their spread, and peak memory.",
-        epilog="workloads: " + ", ".join(WORKLOADS),
+        # wrapped here, so that no workload name is broken at its hyphen
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=report.wrap(
+            "Time alloc.BuddyAllocator against bytearray and numpy.empty "
+            "(Python level) and the C core against glibc malloc (C level) on "
+            "the named workloads defined in docs/workloads.md; print medians, "
+            "ratios and their spread, and peak memory."),
+        epilog=report.wrap("workloads: " + ", ".join(WORKLOADS)
+                           + ". Their definitions: docs/workloads.md."),
     )
     ap.add_argument("--quick", action="store_true",
                     help="short loops and few runs (under 30 s): a smoke test for CI")
@@ -46,8 +54,35 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                     help="run only these workloads (names or globs like 'pair-*')")
     ap.add_argument("--json", metavar="PATH", help="write every figure to PATH")
     ap.add_argument("--plot", metavar="PATH",
-                    help="write a PNG chart of the ratios to PATH (needs matplotlib)")
-    return ap.parse_args(argv)
+                    help="write a chart of the ratios to PATH, a .png (or any "
+                         "format matplotlib writes); needs matplotlib")
+    args = ap.parse_args(argv)
+    if args.plot and not report.have_matplotlib():
+        ap.error("--plot needs matplotlib, which is not installed; install it "
+                 "(pip install matplotlib) or leave out --plot")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        problem = path is not None and unwritable(path)
+        if problem:
+            ap.error(f"{flag} {path}: {problem}")
+    if args.plot:
+        problem = report.unplottable(args.plot)
+        if problem:
+            ap.error(f"--plot {args.plot}: {problem}")
+    return args
+
+
+def unwritable(path: str) -> str:
+    """Why `path` cannot be written at the end of the run, or "" if it can
+    (checked without creating it, so a rejected run leaves nothing)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if path == "" or os.path.isdir(path):
+        return "is a directory, not a file name"
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    if os.path.exists(path):
+        return "" if os.access(path, os.W_OK) else "the file is not writable"
+    return "" if os.access(folder, os.W_OK | os.X_OK) else \
+        f"the folder {folder} is not writable"
 
 
 class ChildError(Exception):
@@ -58,6 +93,8 @@ class Child:
     """One side's child process, stepped over its stdin and stdout."""
 
     def __init__(self, args: List[str]) -> None:
+        # the child finds this checkout's benchmarks from any directory; its
+        # benchmarks/__init__ then picks the alloc to import, as ours did
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
         self.err = tempfile.TemporaryFile("w+")
@@ -102,11 +139,13 @@ def run_job(w: Workload, variant: str, sides: List[str], quick: bool,
     allocation counts of step r).  Returns side -> {samples: {part: [ns per
     op, one per timed run]}, failures, extra, peak_rss_kib} or {error}."""
     name = f"{w.name} {variant}".strip()
-    kids = {s: Child([w.name, s, "--variant", variant] + (["--quick"] if quick else []))
-            for s in sides}
+    kids: Dict[str, Child] = {}
     steps: Dict[str, List[Dict[str, Any]]] = {s: [] for s in sides}
     side = sides[0]
     try:
+        for s in sides:  # in the try: Ctrl-C while starting them ends those started
+            kids[s] = Child([w.name, s, "--variant", variant]
+                            + (["--quick"] if quick else []))
         for r in range(w.runs_for(quick) + 1):
             limits: List[int] = []
             for side in sides:
@@ -149,13 +188,15 @@ def params_of(w: Workload, quick: bool) -> Dict[str, Any]:
     return w.params_for(quick)
 
 
+def on_sigint(signum: int, frame: Any) -> None:
+    """The first Ctrl-C stops the measuring; later ones are ignored, so that
+    the partial report is not cut short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if args.plot and not report.have_matplotlib():
-        print("python -m benchmarks: --plot needs matplotlib, which is not "
-              "installed; install it (pip install matplotlib) or leave out --plot",
-              file=sys.stderr)
-        return 2
     try:
         ws = select_workloads(args.only)
     except ValueError as exc:
@@ -168,51 +209,86 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(report.header(env, args.quick, started), flush=True)
     jobs = plan(ws)
     progress = report.Progress(1 + sum((w.runs_for(args.quick) + 1) * len(sides)
-                                       for w, _, sides in jobs))
-    idle_child = Child(["--idle"])
-    idle = idle_child.ask(None, progress, "idle interpreter")
-    idle_child.close()
-    progress.step()
+                                       for w, _, sides in jobs), len(ws))
 
-    raw: Dict[str, Dict[str, Dict[str, Any]]] = {w.name: {} for w in ws}
+    idle: Dict[str, Any] = {}
+    raw: Dict[str, Dict[str, Dict[str, Any]]] = {}
     sides_of: Dict[str, List[str]] = {}
-    for w, variant, sides in jobs:
-        sides_of[w.name] = sides
-        for side, r in run_job(w, variant, sides, args.quick, progress).items():
-            raw[w.name][f"{variant}/{side}"] = r
+    interrupted = False
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        idle_child = Child(["--idle"])
+        try:
+            idle = idle_child.ask(None, progress, "idle interpreter")
+        finally:
+            idle_child.close()
+        progress.step()
+        for w, variant, sides in jobs:
+            if w.name not in raw:
+                progress.workload(w.name)
+            sides_of[w.name] = sides
+            job = run_job(w, variant, sides, args.quick, progress)
+            raw.setdefault(w.name, {}).update(
+                (f"{variant}/{side}", r) for side, r in job.items())
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        interrupted = True
     progress.close()
 
+    done = [w for w in ws if w.name in raw]
     results = {
         w.name: report.summarize(w, sides_of[w.name], raw[w.name],
                                  w.runs_for(args.quick), params_of(w, args.quick))
-        for w in ws
+        for w in done
     }
     elapsed = time.monotonic() - t0
     print()
-    print(report.table(ws, results))
+    if interrupted:
+        missing = [w.name for w in ws if w.name not in raw]
+        print(report.wrap(
+            f"Interrupted (Ctrl-C) after {elapsed:.0f} s: the table shows the "
+            f"{len(done)} of {len(ws)} workloads measured so far"
+            + (f"; not measured: {', '.join(missing)}." if missing else ".")))
+        print()
+    if done:
+        print(report.table(done, results))
     idle_kib = idle.get("peak_rss_kib")
-    print(f"Peak RSS is the whole child process (an idle interpreter peaks at "
-          f"{report.mib(idle_kib)} MiB); the core's metadata is "
-          "buddy_metadata_bytes() for the arena. "
-          "Runs: one warm-up, then the timed runs, each peer's run r right "
-          f"after ours' run r. Wall time {elapsed:.0f} s.")
+    print(report.wrap(
+        "Peak RSS is the whole child process"
+        + (f" (an idle interpreter peaks at {report.mib(idle_kib)} MiB)"
+           if idle_kib else "")
+        + "; the core's metadata is buddy_metadata_bytes() for the arena. "
+        "Runs: one warm-up, then the timed runs, each peer's run r right after "
+        f"ours' run r. Wall time {elapsed:.0f} s."))
     reproduce = "python -m benchmarks" + (" --quick" if args.quick else "") + (
-        " --only " + shlex.join(args.only) if args.only else "")
+        " --only " + " ".join(map(shlex.quote, args.only)) if args.only else "")
     print(f"Reproduce: {reproduce}")
 
     failed = any(r["errors"] for r in results.values())
     if args.json:
         doc = {"environment": dict(env, started=started, quick=args.quick,
                                    wall_seconds=round(elapsed, 1),
-                                   idle_peak_rss_kib=idle_kib),
+                                   idle_peak_rss_kib=idle_kib,
+                                   interrupted=interrupted),
                "workloads": results}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
-    if args.plot:
-        report.plot(ws, results, args.plot,
+        print(f"Wrote every figure to {args.json}"
+              + (" (partial: interrupted)" if interrupted else ""))
+    charted = [w for w in done if "ours_ns" in results[w.name]]
+    if args.plot and charted:
+        report.plot(charted, results, args.plot,
                     f"alloc {env['alloc']}: time ratio by workload ({started}"
-                    + (", --quick" if args.quick else "") + ")")
+                    + (", --quick" if args.quick else "")
+                    + (", interrupted" if interrupted else "") + ")")
+        print(f"Wrote the chart to {args.plot}"
+              + (" (partial: interrupted)" if interrupted else ""))
+    elif args.plot:
+        print(f"Wrote no chart to {args.plot}: no workload has figures")
+    if interrupted:
+        return EXIT_INTERRUPTED
     return 1 if failed else 0
 
 

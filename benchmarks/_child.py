@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -100,6 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--idle", action="store_true",
                     help="only report the peak RSS of an idle interpreter")
     a = ap.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group: the runner alone
+    # handles it (it reports what was measured and ends its children)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     extra: Dict[str, Any] = {}
     if not a.idle:
         w = WORKLOADS[a.name]

@@ -4,12 +4,15 @@ progress bar."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
 import sysconfig
+import textwrap
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -59,19 +62,58 @@ def environment() -> Dict[str, str]:
         "cffi": cffi.__version__,
         "numpy": numpy_version,
         "compiler": compiler,
-        # what setuptools passes, then csrc/ffi_build.py's extra -O2 (the last -O wins)
-        "cflags": " ".join(filter(None, (sysconfig.get_config_var("CFLAGS"),
-                                         sysconfig.get_config_var("CCSHARED"),
-                                         "-O2"))),
+        "cflags": cflags(),
         "alloc": version,
     }
+
+
+def _recorded_cflags() -> Optional[List[str]]:
+    """The options gcc recorded in the compiled core (its DWARF producer
+    string, "GNU C17 12.2.0 -mtune=generic ... -O3 -O2 ...", which is there
+    when the core was built with -g, as Python's own CFLAGS have it); None
+    when the core is missing or records none (clang, a stripped build)."""
+    try:
+        from alloc import _buddy
+
+        with open(str(_buddy.__file__), "rb") as f:
+            data = f.read()
+    except (ImportError, OSError, TypeError):
+        return None
+    found = re.search(rb"GNU C[\w+]* [\d.]+ (-[ -~]+)", data)
+    if not found:
+        return None
+    return found.group(1).decode("ascii").split()
+
+
+def effective_cflags(flags: Sequence[str], source: str) -> str:
+    """The flags as the compiler took them: of several -O options the last
+    wins, so only that one is shown (first), with what it overrode."""
+    opts = [f for f in flags if re.fullmatch(r"-O\w*", f)]
+    rest = " ".join(f for f in flags if f not in opts)
+    if not opts:
+        return f"no -O option: not optimized; {rest} ({source})"
+    beaten = sorted(set(opts[:-1]) - {opts[-1]})
+    why = (f" (the project's flag, last wins over {', '.join(beaten)})"
+           if beaten else "")
+    return f"{opts[-1]}{why}; also {rest} ({source})"
+
+
+def cflags() -> str:
+    """The compiled core's flags: as recorded in it, or else as setuptools
+    passes them (Python's CFLAGS and CCSHARED, then csrc/ffi_build.py's -O2)."""
+    recorded = _recorded_cflags()
+    if recorded:
+        return effective_cflags(recorded, "recorded in the compiled core")
+    guessed = " ".join(filter(None, (sysconfig.get_config_var("CFLAGS"),
+                                     sysconfig.get_config_var("CCSHARED"), "-O2")))
+    return effective_cflags(guessed.split(), "Python's build flags + ffi_build.py's")
 
 
 def header(env: Dict[str, str], quick: bool, started: str) -> str:
     mode = "--quick (short loops, few runs: a smoke test, not figures to quote)" \
         if quick else "full"
-    lines = [f"alloc {env['alloc']} benchmarks, {mode}, {started}"]
-    lines += [f"  {k:<9}{env[k]}" for k in
+    lines = [wrap(f"alloc {env['alloc']} benchmarks, {mode}, {started}")]
+    lines += [wrap(f"  {k:<9}{env[k]}", indent=" " * 11) for k in
               ("machine", "python", "cffi", "numpy", "compiler", "cflags")]
     return "\n".join(lines)
 
@@ -156,6 +198,24 @@ def _side_facts(res: Dict[str, Dict[str, Any]], sides: Sequence[str]) -> Dict[st
 
 # ---- text --------------------------------------------------------------------
 
+#: Every line the runner prints fits an 80-column terminal.
+WIDTH = 79
+
+#: Peer names in the table's narrow peer column (the titles say them in full).
+SHORT = {"numpy.empty": "numpy", "glibc malloc": "malloc"}
+
+#: What one timed operation is, by Workload.per.
+PER = {"pair": "pair = one alloc + free", "step": "step = one free + alloc",
+       "op": "op = one alloc or one free, averaged; the alloc and free rows "
+             "split it",
+       "alloc": "alloc = one allocation", "block": "block = one block of a batch"}
+
+
+def wrap(text: str, indent: str = "") -> str:
+    """`text` wrapped to WIDTH, later lines indented by `indent`."""
+    return textwrap.fill(text, WIDTH, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False)
+
 
 def ns(x: Optional[float]) -> str:
     if x is None:
@@ -166,18 +226,24 @@ def ns(x: Optional[float]) -> str:
 
 
 def ratio_text(r: float) -> str:
-    return f"{r:.3g}"
+    """Two significant digits, or the whole number from 10 up: 0.089, 1.4,
+    6.0, 14."""
+    if r >= 10:
+        return f"{r:.0f}"
+    return f"{r:.1f}" if r >= 1 else f"{r:.2g}"
 
 
 def verdict(r: float, lo: float, hi: float) -> str:
-    """Plain words for a median ratio, marked "(noisy)" when the range of
-    the paired ratios reaches the other side of 1."""
+    """Plain words for a median ratio: "about same" near 1, "unclear" when
+    the paired ratios fall on both sides of 1, else "14x slower" or
+    "2.5x faster"."""
     if 0.9 <= r <= 1.1:
-        return "about the same"
+        return "about same"
+    if lo <= 1 <= hi:
+        return "unclear"
     x = 1 / r if r < 1 else r
     amount = f"{x:.0f}" if x >= 10 else f"{x:.1f}"
-    words = f"{amount}x {'faster' if r < 1 else 'slower'}"
-    return words + " (noisy)" if lo <= 1 <= hi else words
+    return f"{amount}x {'faster' if r < 1 else 'slower'}"
 
 
 def mib(kib: Optional[float]) -> str:
@@ -195,80 +261,130 @@ def size_text(b: int) -> str:
     return f"{b} B"
 
 
-def _rows(name: str, per: str, fig: Dict[str, Any], w: Workload) -> List[List[str]]:
-    rows = []
-    for i, (peer, pf) in enumerate(fig["peers"].items()):
-        mem = _memory(w, fig, peer)
-        lo, hi = pf["ratio_spread"]
-        rows.append([name if i == 0 else "", per if i == 0 else "",
-                     ns(fig["ours_ns"]) if i == 0 else "", peer, ns(pf["ns"]),
-                     ratio_text(pf["ratio"]),
-                     f"{ratio_text(lo)}-{ratio_text(hi)}",
-                     verdict(pf["ratio"], lo, hi), mem])
-    return rows
-
-
-def _grid(rows: List[List[str]], head: List[str], right: Sequence[int]) -> str:
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+def _grid(rows: List[List[str]], heads: List[List[str]], right: Sequence[int]) -> str:
+    """Rows under one or more header lines, columns two spaces apart,
+    `right` ones right-aligned, and a rule under the headers."""
+    widths = [max(len(r[i]) for r in rows + heads) for i in range(len(heads[0]))]
 
     def line(r: List[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    rule = ["-" * w for w in widths]
+    return "\n".join([line(h) for h in heads] + [line(rule)] + [line(r) for r in rows])
+
+
+def _figures(w: Workload, r: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """(row label, figure) of one workload: the headline and its parts
+    (alloc, free), or its variants alone (scale's arenas)."""
+    if w.variants:
+        return [(f"{w.name} {v}", f) for v, f in r.get("parts", {}).items()]
+    return [(w.name, r)] + [(f"  {p}", f) for p, f in r.get("parts", {}).items()]
+
+
+def _time_table(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]],
+                level: str) -> str:
+    """ns per operation of ours and each peer, ratio, range and verdict."""
+    rows: List[List[str]] = []
+    for w in ws:
+        r = results[w.name]
+        if "ours_ns" not in r:
+            rows.append([w.name, "-", "", "-", "-", "-", "failed"])
+            continue
+        for label, fig in _figures(w, r):
+            for i, (peer, pf) in enumerate(fig["peers"].items()):
+                lo, hi = pf["ratio_spread"]
+                rows.append([label if i == 0 else "",
+                             ns(fig["ours_ns"]) if i == 0 else "",
+                             SHORT.get(peer, peer), ns(pf["ns"]), ratio_text(pf["ratio"]),
+                             f"{ratio_text(lo)}-{ratio_text(hi)}",
+                             verdict(pf["ratio"], lo, hi)])
+    if level == "c":  # one peer: its name heads the column
+        rows = [r[:2] + r[3:] for r in rows]
+        return _grid(rows, [["", "ours", "malloc", "", "", ""],
+                            ["workload", "ns", "ns", "ratio", "range", "verdict"]],
+                     right=(1, 2, 3))
+    return _grid(rows, [["", "ours", "", "peer", "", "", ""],
+                        ["workload", "ns", "peer", "ns", "ratio", "range", "verdict"]],
+                 right=(1, 3, 4))
+
+
+def _memory_table(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]],
+                  level: str) -> str:
+    """Python level: each side's peak RSS.  C level: the core's metadata
+    and each side's RSS growth during the run."""
+    rows: List[List[str]] = []
+    peers: List[str] = []
+    for w in ws:
+        r = results[w.name]
+        figs = _figures(w, r)[:1] if not w.variants else _figures(w, r)
+        for label, fig in figs:
+            mem = fig.get("memory")
+            if not mem:
+                continue
+            if level == "python":
+                rss = mem["peak_rss_kib"]
+                peers = peers or [p for p in rss if p != "ours"]
+                rows.append([label, mib(rss["ours"])] + [mib(rss.get(p)) for p in peers])
+            else:
+                growth = mem.get("rss_growth_kib", {})
+                meta = mem.get("metadata_bytes")
+                rows.append([label, size_text(meta) if meta is not None else "-",
+                             mib(growth.get("ours")), mib(growth.get("glibc malloc"))])
+    if not rows:
+        return ""
+    if level == "python":
+        return _grid(rows, [["workload", "ours"] + [SHORT.get(p, p) for p in peers]],
+                     right=range(1, 2 + len(peers)))
+    return _grid(rows, [["", "core", "RSS growth", ""],
+                        ["workload", "metadata", "ours", "malloc"]], right=(1, 2, 3))
 
 
 def table(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]]) -> str:
+    """The report of the workloads that ran: per level a time table, a
+    memory table and notes, every line within WIDTH columns."""
     out: List[str] = []
-    for level, title, memhead in (
-        ("python", "Python level: ns per operation, median of the runs", "peak RSS MiB ours/peer"),
-        ("c", "C level: the core alone vs glibc malloc/free on the same trace, "
-              "in one C call per run", "metadata; RSS growth MiB ours/malloc"),
-    ):
+    for level in ("python", "c"):
         chosen = [w for w in ws if w.level == level]
         if not chosen:
             continue
-        rows: List[List[str]] = []
+        runs = sorted({results[w.name].get("runs", 0) for w in chosen})
+        pers = [PER[p] for p in dict.fromkeys(w.per for w in chosen) if p in PER]
+        if level == "python":
+            title = ("Python level: alloc.BuddyAllocator against bytearray(n) and "
+                     "numpy.empty(n, uint8) (\"numpy\" below)")
+        else:
+            title = ("C level: the core alone against glibc malloc/free on the "
+                     "same trace, one C call per run")
+        out.append(wrap(title))
+        out.append(wrap(
+            f"ns per operation: the median of {'/'.join(map(str, runs))} timed "
+            f"runs ({'; '.join(pers)}). ratio = ours / peer time, the median of "
+            "the paired runs (each peer run right after ours): below 1 alloc "
+            "is faster. range = the min-max of the paired ratios; \"unclear\" "
+            "when it spans 1."))
+        out.append("")
+        out.append(_time_table(chosen, results, level))
         notes: List[str] = []
         for w in chosen:
             r = results[w.name]
             for key, err in r["errors"].items():
                 notes.append(f"{w.name} {key.strip('/')}: FAILED: {err}")
-            if "ours_ns" not in r:
-                rows.append([w.name, w.per, "-", "-", "-", "-", "-", "failed", ""])
-                continue
-            for label, fig in [("", r)] + list(r.get("parts", {}).items()):
-                if w.variants and not label:
-                    continue
-                name = (f"{w.name} {label}" if w.variants else
-                        f"  {label}" if label else w.name)
-                per = w.per if not label or w.variants else label
-                rows += _rows(name, per, fig, w)
             notes += r["notes"]
-        out.append(title + " (ratio = median of the paired ratios ours / peer "
-                   "time, each peer run right after ours: < 1 is ours faster; "
-                   "range = min-max of the paired ratios)")
-        out.append(_grid(rows, ["workload", "per", "ours ns", "peer", "peer ns",
-                                "ratio", "range", "verdict", memhead], right=(2, 4, 5, 6)))
+        memory = _memory_table(chosen, results, level)
+        if memory:
+            out.append("")
+            out.append(wrap(
+                "Memory: peak RSS of each side's whole process, MiB"
+                if level == "python" else
+                "Memory: the core's metadata (buddy_metadata_bytes) and the "
+                "growth of each side's peak RSS during the run, MiB"))
+            out.append(memory)
         if level == "python":
             notes.append(_metadata_note(chosen, results))
-        out += [f"  * {n}" for n in notes if n]
+        out += [wrap(f"  * {n}", indent="    ") for n in notes if n]
         out.append("")
     return "\n".join(out)
-
-
-def _memory(w: Workload, fig: Dict[str, Any], peer: str) -> str:
-    """The memory cell of one row: empty for a part (alloc, free) of a run."""
-    mem = fig.get("memory")
-    if not mem:
-        return ""
-    rss = mem["peak_rss_kib"]
-    if w.level == "python":
-        return f"{mib(rss['ours'])} / {mib(rss[peer])}"
-    growth = mem.get("rss_growth_kib", {})
-    meta = mem.get("metadata_bytes")
-    return (f"{size_text(meta) if meta is not None else '-'}; "
-            f"{mib(growth.get('ours'))} / {mib(growth.get(peer))}")
 
 
 def _metadata_note(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]]) -> str:
@@ -303,7 +419,7 @@ def _notes(w: Workload, r: Dict[str, Any]) -> List[str]:
     if w.name == "churn":
         notes.append("churn: failures ours/malloc "
                      f"{f.get('ours', 0)}/{f.get('glibc malloc', 0)}; published "
-                     "figures on this definition (WORKLOADS.md, context only): "
+                     "figures on this definition (docs/workloads.md, context only): "
                      "glibc ~110 ns, half-fit ~40, TLSF 130-200, "
                      "single-header C buddy 540-590 ns per step")
     if w.name == "churn-75pct":
@@ -341,66 +457,152 @@ def have_matplotlib() -> bool:
     return True
 
 
+def unplottable(path: str) -> str:
+    """Why matplotlib could not write a chart to `path`, or "": its suffix
+    must name a format matplotlib writes (no suffix: PNG)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if not suffix or suffix in formats:
+        return ""
+    return (f"matplotlib writes no .{suffix} files; use .png (or one of: "
+            f"{', '.join(sorted(formats))})")
+
+
+#: The chart's two groups: level -> title.
+GROUPS = {"python": "Python: alloc vs bytearray / numpy.empty",
+          "c": "C core vs glibc malloc"}
+
+
+def _bars(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]],
+          level: str) -> List[Tuple[str, Dict[str, Any]]]:
+    """(label, {peer: figure}) for each bar group of one level: the
+    headline of each workload, or each variant (scale's arenas)."""
+    rows: List[Tuple[str, Dict[str, Any]]] = []
+    for w in ws:
+        if w.level != level:
+            continue
+        r = results[w.name]
+        figs = list(r.get("parts", {}).items()) if w.variants else [("", r)]
+        rows += [(f"{w.name} {label}".strip(), f["peers"]) for label, f in figs
+                 if "peers" in f]
+    return rows
+
+
 def plot(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]], path: str,
          title: str) -> None:
+    """Write the chart of the ratios (see chart) to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows: List[Tuple[str, Dict[str, Any]]] = []
-    for w in ws:
-        r = results[w.name]
-        figs = list(r.get("parts", {}).items()) if w.variants else [("", r)]
-        rows += [(f"{w.name} {label}".strip(), f["peers"]) for label, f in figs
-                 if "peers" in f]
+    figure = chart(ws, results, title)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def chart(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]],
+          title: str) -> Any:
+    """The chart of the ratios, a matplotlib Figure: per level a panel of
+    horizontal bars, each drawn from 1 to the median ratio ours / peer on a
+    log scale (left of 1: ours faster), the min-max of the paired ratios as
+    a whisker and the ratio written at the bar's end."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    groups = [(level, _bars(ws, results, level)) for level in GROUPS]
+    groups = [(level, rows) for level, rows in groups if rows]
+    if not groups:
+        raise ValueError("no workload has figures to chart")
+    ratios = [x for _, rows in groups for _, peers in rows for pf in peers.values()
+              for x in [pf["ratio"], *pf["ratio_spread"]]]
+    # symmetric about 1 in log space, with room for the labels
+    reach = max(0.7, max(abs(math.log10(x)) for x in ratios) + 0.3)
+    # one row per bar group, one more on top for the direction labels
+    heights = [(len(rows) + 1) * (0.16 + 0.15 * len(rows[0][1])) for _, rows in groups]
+    figure, axes = plt.subplots(len(groups), 1, sharex=True, squeeze=False,
+                               figsize=(9, sum(heights) + 1.4),
+                               gridspec_kw={"height_ratios": heights})
     colors: Dict[str, str] = {}
-    chart, ax = plt.subplots(figsize=(9, 0.34 * len(rows) + 1.6))
-    for i, (label, peers) in enumerate(rows):
-        height = 0.8 / len(peers)
-        for k, (peer, pf) in enumerate(peers.items()):
-            lo, hi = pf["ratio_spread"]
-            new = peer not in colors
-            colors.setdefault(peer, f"C{len(colors)}")
-            ax.barh(i - 0.4 + height * (k + 0.5), pf["ratio"], height=height,
-                    color=colors[peer], label=f"vs {peer}" if new else None,
-                    xerr=[[pf["ratio"] - lo], [hi - pf["ratio"]]],
-                    error_kw={"elinewidth": 0.8, "capsize": 2})
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([label for label, _ in rows])
-    ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_xscale("log")
-    ax.invert_yaxis()
-    ax.set_xlabel("ours time / peer time, paired runs: median and min-max "
-                  "(log scale; left of 1 = ours faster)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
-    chart.tight_layout()
-    chart.savefig(path, dpi=120)
-    plt.close(chart)
+    for ax, (level, rows) in zip(axes[:, 0], groups):
+        labelled = set()
+        for i, (label, peers) in enumerate(rows):
+            height = 0.8 / len(peers)
+            for k, (peer, pf) in enumerate(peers.items()):
+                color = colors.setdefault(peer, f"C{len(colors)}")
+                y = i - 0.4 + height * (k + 0.5)
+                r, (lo, hi) = pf["ratio"], pf["ratio_spread"]
+                ax.barh(y, r - 1, left=1, height=height * 0.85, color=color,
+                        label=None if peer in labelled else f"vs {peer}")
+                labelled.add(peer)
+                ax.plot([lo, hi], [y, y], color="0.2", linewidth=0.7, zorder=3)
+                ax.text(r * (1.05 if r >= 1 else 1 / 1.05), y, ratio_text(r) + "\u00d7",
+                        va="center", ha="left" if r >= 1 else "right", fontsize=7.5,
+                        zorder=4, bbox={"boxstyle": "square,pad=0.1", "fc": "white",
+                                        "ec": "none", "alpha": 0.85})
+        ax.axvline(1.0, color="black", linewidth=1)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([label for label, _ in rows], fontsize=8.5)
+        ax.set_ylim(len(rows) - 0.5, -1.3)
+        ax.text(1 / 1.06, -0.95, "\u2190 ours faster", ha="right", va="center",
+                fontsize=8.5, color="0.3")
+        ax.text(1.06, -0.95, "ours slower \u2192", ha="left", va="center",
+                fontsize=8.5, color="0.3")
+        ax.set_title(GROUPS[level], fontsize=10, loc="left", fontweight="bold")
+        ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=len(labelled),
+                  fontsize=8, frameon=False, borderaxespad=0.1)
+        ax.grid(axis="x", which="major", color="0.85", linewidth=0.6)
+        ax.set_axisbelow(True)
+    last = axes[-1, 0]
+    last.set_xscale("log")
+    last.set_xlim(10 ** -reach, 10 ** reach)
+    last.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+        lambda x, _: f"{x:g}\u00d7"))
+    last.set_xlabel("time ours / peer (log scale): bar = median of the paired "
+                    "runs, whisker = their min-max", fontsize=8.5)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
 
 
 # ---- progress ----------------------------------------------------------------
 
 
 class Progress:
-    """A one-line bar on stderr, only when stderr is a terminal."""
+    """Signs of life on stderr: on a terminal a one-line bar redrawn in
+    place; otherwise (a pipe, a CI log) one line as each workload starts."""
 
-    def __init__(self, total: int, stream=sys.stderr) -> None:
-        self.total, self.done, self.stream = total, 0, stream
-        self.on = hasattr(stream, "isatty") and stream.isatty()
+    def __init__(self, total: int, workloads: int = 0, stream: Any = None) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.done = total, 0
+        self.workloads, self.started = workloads, 0
+        self.on = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
+
+    def _clock(self) -> str:
+        secs = int(time.monotonic() - self.t0)
+        return f"{secs // 60}:{secs % 60:02d}"
 
     def show(self, label: str) -> None:
         if not self.on:
             return
-        width = shutil.get_terminal_size((80, 20)).columns - 1
+        # two columns spare, for the terminal's echo of a Ctrl-C ("^C")
+        width = shutil.get_terminal_size((80, 20)).columns - 3
         filled = int(24 * self.done / max(1, self.total))
-        secs = int(time.monotonic() - self.t0)
         text = (f"[{'#' * filled}{'.' * (24 - filled)}] {self.done}/{self.total} "
-                f"{secs // 60}:{secs % 60:02d}  {label}")
+                f"{self._clock()}  {label}")
         self.stream.write("\r" + text[:width].ljust(width))
         self.stream.flush()
+
+    def workload(self, name: str) -> None:
+        """A workload starts: one line, when the bar is off."""
+        self.started += 1
+        if not self.on:
+            self.stream.write(f"python -m benchmarks: [{self.started}/{self.workloads}] "
+                              f"{name} (at {self._clock()})\n")
+            self.stream.flush()
 
     def step(self) -> None:
         self.done += 1

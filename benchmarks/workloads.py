@@ -1,4 +1,5 @@
-"""The named workloads of WORKLOADS.md, with exactly its names and parameters.
+"""The named workloads defined in docs/workloads.md, with exactly its names
+and parameters.
 
 Only data lives here; the timed code is in ``pyloops`` (Python level) and
 ``csrc/bench.c`` (C level).  ``--quick`` divides the loop lengths (steps,
@@ -20,8 +21,8 @@ QUICK_DIVISOR = 10
 PY_PEERS = ("bytearray", "numpy.empty")
 C_PEERS = ("glibc malloc",)
 
-#: The arena the pair-N workloads allocate from (WORKLOADS.md leaves it open;
-#: a big arena makes every pair split and merge all the way down).
+#: The arena the pair-N workloads allocate from (docs/workloads.md: a big
+#: arena makes every pair split and merge all the way down).
 PAIR_ARENA = 64 * MiB
 
 

@@ -1,5 +1,5 @@
 /*
- * bench.h -- the C-level benchmark driver (WORKLOADS.md, "C level").
+ * bench.h -- the C-level benchmark driver (docs/workloads.md, "C level").
  *
  * Each entry point runs one named workload entirely in C: it draws the whole
  * trace (sizes, slots, free order) from a seeded splitmix64 generator into

@@ -8,11 +8,39 @@ tests import the helpers with ``from conftest import ...``.
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
+import os
 import re
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _prefer_built_alloc() -> None:
+    """Test the alloc that is installed, whichever way it was.
+
+    ``python -m pytest`` puts the current directory first on sys.path, so
+    from the checkout ``import alloc`` would find the checkout's alloc/
+    even after a non-editable ``pip install .``, when that directory holds
+    only sources (or an in-place build for another Python version) and
+    cannot be imported.  Then the checkout goes to the end of sys.path:
+    the installed alloc wins, and with none installed the checkout's
+    alloc still says that its compiled core is missing."""
+    pkg = os.path.join(ROOT, "alloc")
+    built = any(os.path.exists(os.path.join(pkg, "_buddy" + suffix))
+                for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    if built or not os.path.isdir(pkg):
+        return
+    here = os.path.realpath(ROOT)
+    ours = [e for e in sys.path if os.path.realpath(e or os.curdir) == here]
+    sys.path[:] = [e for e in sys.path if e not in ours] + ours
+
+
+_prefer_built_alloc()
 
 # No example database (it would write .hypothesis/ into the repository) and
 # no deadlines: the suite makes no timing assertions.

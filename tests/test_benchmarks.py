@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # benchmarks/ is not installed; last, it shadows nothing
+    sys.path.append(ROOT)
 
 WORKLOADS = [
     *(f"pair-{n}" for n in (64, 1024, 4096, 65536, 1048576)),
@@ -52,11 +57,13 @@ def quick(tmp_path_factory):
     proc = run_cli("--quick", "--json", str(path))
     assert proc.returncode == 0, proc.stderr + proc.stdout
     with open(path, encoding="utf-8") as f:
-        return json.load(f), proc.stdout
+        doc = json.load(f)
+    doc["path"] = str(path)
+    return doc, proc.stdout, proc.stderr
 
 
 def test_quick_json_has_every_workload_with_sane_values(quick):
-    doc, _ = quick
+    doc, _, _ = quick
     results = doc["workloads"]
     assert sorted(results) == sorted(WORKLOADS)
     for name, r in results.items():
@@ -79,12 +86,49 @@ def test_quick_json_has_every_workload_with_sane_values(quick):
 
 
 def test_quick_prints_header_and_table(quick):
-    doc, out = quick
+    doc, out, _ = quick
     env = doc["environment"]
+    flat = " ".join(out.split())  # the header wraps long values
     for key in ("machine", "python", "cffi", "compiler", "cflags", "alloc"):
-        assert env[key] and env[key] in out, key
+        assert env[key] and env[key] in flat, key
     for name in WORKLOADS:
         assert name in out, name
+
+
+def test_quick_output_fits_an_80_column_terminal(quick):
+    _, out, _ = quick
+    too_wide = [line for line in out.splitlines() if len(line) >= 80]
+    assert too_wide == []
+
+
+def test_quick_says_where_it_wrote_the_json(quick):
+    doc, out, _ = quick
+    assert f"Wrote every figure to {doc['path']}" in out
+
+
+def test_header_shows_the_one_optimization_flag_that_counts(quick):
+    doc, _, _ = quick
+    cflags = doc["environment"]["cflags"]
+    first = cflags.split()[0]
+    assert re.fullmatch(r"-O\w*", first), cflags
+    note = re.sub(r"\(the project's flag, last wins over [^)]*\)", "", cflags)
+    assert re.findall(r"(?<!\S)-O\w*", note) == [first], cflags
+
+
+def test_effective_cflags_keeps_the_last_optimization_flag():
+    from benchmarks.report import effective_cflags
+
+    text = effective_cflags(["-g", "-O3", "-fwrapv", "-O2", "-fPIC"], "test")
+    assert text == "-O2 (the project's flag, last wins over -O3); also -g -fwrapv -fPIC (test)"
+    assert effective_cflags(["-O2", "-g"], "x") == "-O2; also -g (x)"
+
+
+def test_piped_stderr_gets_one_progress_line_per_workload(quick):
+    _, _, err = quick
+    lines = [line for line in err.splitlines() if line.startswith("python -m benchmarks: [")]
+    assert len(lines) == len(WORKLOADS), err
+    for i, (line, name) in enumerate(zip(lines, WORKLOADS), 1):
+        assert f"[{i}/{len(WORKLOADS)}] {name} " in line, line
 
 
 def test_help():
@@ -92,6 +136,25 @@ def test_help():
     assert proc.returncode == 0
     for flag in ("--quick", "--only", "--json", "--plot"):
         assert flag in proc.stdout
+    assert "docs/workloads.md" in proc.stdout and "WORKLOADS.md" not in proc.stdout
+
+
+def test_the_workloads_doc_defines_every_workload():
+    """docs/workloads.md, which --help and the notes cite, is in the
+    repository and names every workload the runner has (and shared-pair,
+    defined before it is built)."""
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    with open(os.path.join(ROOT, "docs", "workloads.md"), encoding="utf-8") as f:
+        doc = f.read()
+    named = set(re.findall(r"`([A-Za-z0-9-]+)`", doc))
+    pair_sizes = set(re.findall(r"N = ([\d, ]+)", doc)[0].replace(",", " ").split())
+    for name in REGISTRY:
+        base = re.sub(r"^pair-\d+", "pair-N", name)
+        assert name in named or base in named, name
+        if base != name:
+            assert name.split("-")[1] in pair_sizes, name
+    assert "shared-pair" in named
 
 
 def test_only_restricts_the_set(tmp_path):
@@ -130,3 +193,136 @@ def test_gil_script_reports_the_gil_kept():
                          capture_output=True, text=True, check=True, timeout=120).stdout
     assert "GIL held during C calls: True" in out
     assert "beside a busy thread" in out
+
+
+def test_an_unbuilt_checkout_does_not_shadow_the_installed_alloc(tmp_path):
+    """After ``pip install .`` (not -e) the checkout's alloc/ holds only
+    sources, and Python puts the current directory first on sys.path: the
+    runner and its children must still use the installed alloc.  A copy of
+    the checkout's sources (nothing built) stands in for such a checkout.
+    (Under an editable install the copy borrows the checkout's compiled core
+    through setuptools' finder, so the test bites only against a
+    non-editable install, as .ci/run makes one.)"""
+    probe = subprocess.run([sys.executable, "-c", "import alloc"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode:
+        pytest.skip("alloc is not installed (only importable from the checkout)")
+    for d in ("alloc", "benchmarks"):
+        shutil.copytree(os.path.join(ROOT, d), tmp_path / d,
+                        ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only",
+                           "pair-64"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "FAILED" not in proc.stdout and "is missing" not in proc.stdout
+
+
+def test_prefer_built_alloc_moves_only_an_unbuilt_checkout(tmp_path):
+    from benchmarks import prefer_built_alloc
+
+    (tmp_path / "alloc").mkdir()
+    path = [str(tmp_path), "/usr/lib/python3", "site-packages"]
+    assert prefer_built_alloc(path, str(tmp_path)) == path[1:] + path[:1]
+    (tmp_path / "alloc" / "_buddy.abi3.so").write_bytes(b"")
+    assert prefer_built_alloc(path, str(tmp_path)) == path
+
+
+@pytest.mark.parametrize("flag, name, why", [
+    ("--json", "no-such-folder/out.json", "does not exist"),
+    ("--json", ".", "is a directory"),
+    ("--plot", "no-such-folder/chart.png", "does not exist"),
+    ("--plot", "chart.nosuchformat", "matplotlib writes no .nosuchformat files"),
+])
+def test_a_bad_output_path_is_refused_before_anything_runs(tmp_path, flag, name, why):
+    if flag == "--plot":
+        pytest.importorskip("matplotlib")
+    path = name if name == "." else str(tmp_path / name)
+    proc = run_cli("--quick", "--only", "pair-64", flag, path, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{flag} {path}" in proc.stderr and why in proc.stderr, proc.stderr
+    assert "usage:" in proc.stderr and proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_folder_is_refused(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    tmp_path.chmod(0o500)
+    try:
+        proc = run_cli("--only", "pair-64", "--json", str(tmp_path / "x.json"), timeout=60)
+    finally:
+        tmp_path.chmod(0o700)
+    assert proc.returncode == 2 and "not writable" in proc.stderr, proc.stderr
+
+
+def test_plot_writes_the_chart_and_says_where(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "ratios.png"
+    proc = run_cli("--quick", "--only", "pair-64", "fill64-shuf", "--plot", str(png))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"Wrote the chart to {png}" in proc.stdout
+
+
+def test_ctrl_c_prints_what_was_measured_and_exits_130(tmp_path):
+    """SIGINT once the first workload has finished (the progress line of the
+    second is out): the table of the first, the partial JSON, exit status
+    130 and no traceback.  churn's full runs take seconds, so it is still
+    running when the signal comes."""
+    path = tmp_path / "partial.json"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "--only", "pair-64",
+                             "churn", "--json", str(path)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        err = ""
+        while "[2/2] churn" not in err:
+            line = proc.stderr.readline()
+            assert line, "the runner ended before churn started: " + err
+            err += line
+        proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    err += rest
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err + out, err
+    assert "Interrupted (Ctrl-C)" in out and "not measured: churn" in out, out
+    rows = [line.split()[0] for line in out.splitlines() if line[:1].isalpha()]
+    assert "pair-64" in rows and "churn" not in rows, out
+    doc = json.loads(path.read_text())
+    assert doc["environment"]["interrupted"] is True
+    assert list(doc["workloads"]) == ["pair-64"]
+    check_figure("pair-64", doc["workloads"]["pair-64"])
+
+
+def test_chart_draws_each_ratio_from_1_in_two_titled_groups(quick):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from benchmarks.report import chart, ratio_text
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    doc, _, _ = quick
+    results = doc["workloads"]
+    figure = chart([REGISTRY[n] for n in results], results, "test")
+    try:
+        python, c = figure.axes
+        assert python.get_title(loc="left") == "Python: alloc vs bytearray / numpy.empty"
+        assert c.get_title(loc="left") == "C core vs glibc malloc"
+        assert python.get_xscale() == c.get_xscale() == "log"
+        ratios = [pf["ratio"] for name in ("pair-64", "churn")
+                  for pf in results[name]["peers"].values()]
+        for ax in (python, c):
+            for bar in ax.patches:  # every bar spans 1 .. its ratio
+                x0, x1 = sorted((bar.get_x(), bar.get_x() + bar.get_width()))
+                assert x0 == pytest.approx(1) or x1 == pytest.approx(1)
+            texts = [t.get_text() for t in ax.texts]
+            assert "\u2190 ours faster" in texts and "ours slower \u2192" in texts
+            assert any(x.get_xdata()[0] == 1 for x in ax.lines)  # the line at 1
+        labels = [t.get_text() for ax in (python, c) for t in ax.texts]
+        for r in ratios:
+            assert ratio_text(r) + "\u00d7" in labels
+    finally:
+        plt.close(figure)
