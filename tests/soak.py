@@ -43,6 +43,14 @@ import numpy as np
 
 from alloc import BuddyAllocator, OutOfMemory
 
+#: Step around the known, not yet fixed bugs of tests/test_regressions.py
+#: (as tests/fuzz/fuzz_api.py does); flip to False once they are fixed.
+#: With True, refused calls' exceptions are kept without their tracebacks:
+#: with bug 2 those frames hold cffi's from_buffer object over the refused
+#: memoryview, and a reference cycle through them crashes CPython < 3.12.7
+#: when the GC collects it (gh-77894).
+KNOWN_BUGS_UNFIXED = True
+
 
 def rss_kib() -> int:
     """This process's resident set size in KiB (Linux /proc)."""
@@ -378,7 +386,9 @@ def _refuse(counts: Dict[str, int], what: str, fn, *args) -> Any:
         fn(*args)
     except (ValueError, TypeError, MemoryError) as e:
         counts[what] = counts.get(what, 0) + 1
-        return e
+        if KNOWN_BUGS_UNFIXED:
+            e.__traceback__ = None  # see KNOWN_BUGS_UNFIXED
+        return e  # else e -> traceback -> this frame -> e: a cycle for the GC
     raise Failure(f"{what}: {getattr(fn, '__name__', fn)}{args!r:.60} did not raise")
 
 
@@ -400,6 +410,8 @@ def one_cycle(i: int, rng: random.Random, counts: Dict[str, int],
         arena = memoryview(bytearray(size + 8))[8:]
     keep.clear()  # the view kept from the previous cycle goes now
     _life(i, rng, counts, keep, arena, size)
+    if not KNOWN_BUGS_UNFIXED:
+        gc.collect(0)  # the refused calls' exception cycles go now
     counts["drop"] = counts.get("drop", 0) + 1
     if kind == 1 and not keep:
         try:
