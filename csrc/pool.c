@@ -190,7 +190,9 @@ int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
     LOCK(p);
     int64_t off = POOL_REFUSED;
     if (p->slots != NULL) {
-        if (table_reserve(p, 1) != 0) {
+        if (size > buddy_largest_free(p->core)) {
+            off = buddy_alloc(p->core, size); /* refused and counted there */
+        } else if (table_reserve(p, 1) != 0) {
             buddy_count_refusal(p->core);
             off = POOL_NO_TABLE;
         } else {

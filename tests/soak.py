@@ -49,7 +49,7 @@ from alloc import BuddyAllocator, OutOfMemory
 #: with bug 2 those frames hold cffi's from_buffer object over the refused
 #: memoryview, and a reference cycle through them crashes CPython < 3.12.7
 #: when the GC collects it (gh-77894).
-KNOWN_BUGS_UNFIXED = True
+KNOWN_BUGS_UNFIXED = False
 
 
 def rss_kib() -> int:

@@ -50,7 +50,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: Step around the triggers of the known, not yet fixed bugs (see the module
 #: docstring and ``tests/test_regressions.py``).  Flip to False after fixing.
-KNOWN_BUGS_UNFIXED = True
+KNOWN_BUGS_UNFIXED = False
 
 import numpy as np  # noqa: E402  (imported before atheris instruments imports)
 
