@@ -43,6 +43,12 @@ def churn(side: str, runs: int, *, capacity: int, min_size: int, slots: int,
                  (capacity, min_size, slots, lo, hi, steps, seed), runs)
 
 
+def pair(side: str, runs: int, *, capacity: int, min_size: int, size: int,
+         count: int) -> List[Dict[str, int]]:
+    """pair64-empty: `count` alloc+free pairs on an otherwise empty arena."""
+    return _call(lib.bench_pair, side, (capacity, min_size, size, count), runs)
+
+
 def fillrand(side: str, runs: int, *, capacity: int, min_size: int, lo: int,
              hi: int, seed: int,
              limits: Optional[Sequence[int]] = None) -> List[Dict[str, int]]:

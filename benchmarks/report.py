@@ -218,8 +218,11 @@ def wrap(text: str, indent: str = "") -> str:
 
 
 def ns(x: Optional[float]) -> str:
+    """A time in ns, at most six characters up to 10 ms: 0.52, 43.6, 1,380, 120k."""
     if x is None:
         return "-"
+    if x >= 100_000:
+        return f"{x / 1000:,.0f}k"
     if x >= 100:
         return f"{x:,.0f}"
     return f"{x:.3g}" if x >= 1 else f"{x:.2f}"
@@ -262,13 +265,15 @@ def size_text(b: int) -> str:
 
 
 def _grid(rows: List[List[str]], heads: List[List[str]], right: Sequence[int]) -> str:
-    """Rows under one or more header lines, columns two spaces apart,
-    `right` ones right-aligned, and a rule under the headers."""
+    """Rows under one or more header lines, columns two spaces apart (one
+    when that is what keeps them within WIDTH), `right` ones right-aligned,
+    and a rule under the headers."""
     widths = [max(len(r[i]) for r in rows + heads) for i in range(len(heads[0]))]
+    gap = "  " if sum(widths) + 2 * (len(widths) - 1) <= WIDTH else " "
 
     def line(r: List[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        return gap.join(c.rjust(w) if i in right else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
     rule = ["-" * w for w in widths]
     return "\n".join([line(h) for h in heads] + [line(rule)] + [line(r) for r in rows])
