@@ -120,7 +120,8 @@ class Child:
             progress.show(label)
         reply = self.stdout.readline()
         if reply:
-            return json.loads(reply)
+            answer: Dict[str, Any] = json.loads(reply)
+            return answer
         self.err.seek(0)
         tail = (self.err.read().strip().splitlines() or ["no message"])[-1]
         raise ChildError(f"exit status {self.proc.wait()}: {tail}")

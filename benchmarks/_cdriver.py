@@ -3,7 +3,7 @@ wrappers over the C driver (csrc/bench.h), compiled into ``alloc._buddy``."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from alloc._buddy import ffi, lib
 
@@ -20,7 +20,7 @@ _FIELDS = ("ops", "ns", "ops2", "ns2", "failures", "bytes_requested",
            "metadata_bytes", "rss_growth_kib", "status")
 
 
-def _call(fn, side: str, args: Sequence, runs: int,
+def _call(fn: Any, side: str, args: Sequence[int], runs: int,
           limits: Optional[Sequence[int]] = None) -> List[Dict[str, int]]:
     out = ffi.new("bench_run_t[]", runs)
     extra = []
@@ -61,4 +61,4 @@ def metadata_bytes(capacity: int, min_size: int) -> int:
 
 
 def compiler() -> str:
-    return ffi.string(lib.bench_compiler()).decode()
+    return str(ffi.string(lib.bench_compiler()).decode())

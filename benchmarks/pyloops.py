@@ -47,13 +47,13 @@ def log_uniform(rng: random.Random, lo: int, hi: int) -> int:
     return int(2 ** rng.uniform(math.log2(lo), math.log2(hi)))
 
 
-def _allocator(p: Dict[str, Any]):
+def _allocator(p: Dict[str, Any]) -> Any:
     import alloc
 
     return alloc.BuddyAllocator(p["capacity"], min_size=p["min_size"])
 
 
-def _numpy():
+def _numpy() -> Tuple[Any, Any]:
     import numpy
 
     return numpy.empty, numpy.uint8

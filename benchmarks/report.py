@@ -33,7 +33,7 @@ def _cpu_model() -> str:
 
 
 def environment() -> Dict[str, str]:
-    import cffi
+    from importlib.metadata import version as installed_version
 
     try:
         import alloc
@@ -59,7 +59,7 @@ def environment() -> Dict[str, str]:
                    f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()} "
                   f"({build}) {sys.executable}",
-        "cffi": cffi.__version__,
+        "cffi": installed_version("cffi"),
         "numpy": numpy_version,
         "compiler": compiler,
         "cflags": cflags(),
