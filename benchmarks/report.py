@@ -229,11 +229,11 @@ def ns(x: Optional[float]) -> str:
 
 
 def ratio_text(r: float) -> str:
-    """Two significant digits, or the whole number from 10 up: 0.089, 1.4,
-    6.0, 14."""
+    """Two significant digits, or the whole number from 10 up: 0.089, 0.30,
+    1.4, 6.0, 14."""
     if r >= 10:
         return f"{r:.0f}"
-    return f"{r:.1f}" if r >= 1 else f"{r:.2g}"
+    return f"{r:.1f}" if r >= 1 else f"{r:#.2g}"
 
 
 def verdict(r: float, lo: float, hi: float) -> str:
@@ -543,10 +543,11 @@ def chart(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]],
                         label=None if peer in labelled else f"vs {peer}")
                 labelled.add(peer)
                 ax.plot([lo, hi], [y, y], color="0.2", linewidth=0.7, zorder=3)
-                ax.text(r * (1.05 if r >= 1 else 1 / 1.05), y, ratio_text(r) + "\u00d7",
-                        va="center", ha="left" if r >= 1 else "right", fontsize=7.5,
-                        zorder=4, bbox={"boxstyle": "square,pad=0.1", "fc": "white",
-                                        "ec": "none", "alpha": 0.85})
+                # the label goes past the whisker's end on the bar's side, so
+                # that no whisker stub reads as a minus sign
+                end = hi * 1.04 if r >= 1 else lo / 1.04
+                ax.text(end, y, ratio_text(r) + "\u00d7", va="center",
+                        ha="left" if r >= 1 else "right", fontsize=7.5)
         ax.axvline(1.0, color="black", linewidth=1)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([label for label, _ in rows], fontsize=8.5)
