@@ -120,7 +120,8 @@ class Child:
             progress.show(label)
         reply = self.stdout.readline()
         if reply:
-            return json.loads(reply)
+            answer: Dict[str, Any] = json.loads(reply)
+            return answer
         self.err.seek(0)
         tail = (self.err.read().strip().splitlines() or ["no message"])[-1]
         raise ChildError(f"exit status {self.proc.wait()}: {tail}")
@@ -188,6 +189,20 @@ def params_of(w: Workload, quick: bool) -> Dict[str, Any]:
     return w.params_for(quick)
 
 
+def unavailable(w: Workload) -> str:
+    """Why the installed alloc cannot run `w`, or "": a workload may call
+    BuddyAllocator methods that an older alloc lacks (batch-64 needs
+    alloc_many and free_many)."""
+    if not w.needs:
+        return ""
+    try:
+        from alloc import BuddyAllocator
+    except ImportError:  # every workload fails then, and says why
+        return ""
+    lacking = [n for n in w.needs if not hasattr(BuddyAllocator, n)]
+    return f"this alloc's BuddyAllocator has no {'/'.join(lacking)}" if lacking else ""
+
+
 def on_sigint(signum: int, frame: Any) -> None:
     """The first Ctrl-C stops the measuring; later ones are ignored, so that
     the partial report is not cut short."""
@@ -207,6 +222,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.monotonic()
     env = report.environment()
     print(report.header(env, args.quick, started), flush=True)
+    skipped = {w.name: unavailable(w) for w in ws if unavailable(w)}
+    for name, why in skipped.items():
+        print(report.wrap(f"Skipped {name}: {why}."), flush=True)
+    ws = [w for w in ws if w.name not in skipped]
     jobs = plan(ws)
     progress = report.Progress(1 + sum((w.runs_for(args.quick) + 1) * len(sides)
                                        for w, _, sides in jobs), len(ws))
@@ -271,6 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    wall_seconds=round(elapsed, 1),
                                    idle_peak_rss_kib=idle_kib,
                                    interrupted=interrupted),
+               "skipped": skipped,
                "workloads": results}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)

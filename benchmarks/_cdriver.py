@@ -3,7 +3,7 @@ wrappers over the C driver (csrc/bench.h), compiled into ``alloc._buddy``."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from alloc._buddy import ffi, lib
 
@@ -20,7 +20,7 @@ _FIELDS = ("ops", "ns", "ops2", "ns2", "failures", "bytes_requested",
            "metadata_bytes", "rss_growth_kib", "status")
 
 
-def _call(fn, side: str, args: Sequence, runs: int,
+def _call(fn: Any, side: str, args: Sequence[int], runs: int,
           limits: Optional[Sequence[int]] = None) -> List[Dict[str, int]]:
     out = ffi.new("bench_run_t[]", runs)
     extra = []
@@ -43,6 +43,12 @@ def churn(side: str, runs: int, *, capacity: int, min_size: int, slots: int,
                  (capacity, min_size, slots, lo, hi, steps, seed), runs)
 
 
+def pair(side: str, runs: int, *, capacity: int, min_size: int, size: int,
+         count: int) -> List[Dict[str, int]]:
+    """pair64-empty: `count` alloc+free pairs on an otherwise empty arena."""
+    return _call(lib.bench_pair, side, (capacity, min_size, size, count), runs)
+
+
 def fillrand(side: str, runs: int, *, capacity: int, min_size: int, lo: int,
              hi: int, seed: int,
              limits: Optional[Sequence[int]] = None) -> List[Dict[str, int]]:
@@ -55,4 +61,4 @@ def metadata_bytes(capacity: int, min_size: int) -> int:
 
 
 def compiler() -> str:
-    return ffi.string(lib.bench_compiler()).decode()
+    return str(ffi.string(lib.bench_compiler()).decode())

@@ -50,7 +50,7 @@ def run_c(w: Workload, side: str, p: Dict[str, Any]) -> Tuple[Step, Dict[str, An
     driver's setup leaves (which consolidates its fastbins)."""
     from . import _cdriver as drv
 
-    fn = getattr(drv, w.kind)  # drv.fill, drv.churn or drv.fillrand
+    fn = getattr(drv, w.kind)  # drv.fill, drv.churn, drv.pair or drv.fillrand
     extra: Dict[str, Any] = {}
 
     def one(r: int, limits: List[int]) -> Dict[str, Any]:

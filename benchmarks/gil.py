@@ -14,9 +14,10 @@ import statistics
 import sys
 import threading
 import time
+from typing import Any, List
 
 
-def pair_ns(pool, count: int) -> float:
+def pair_ns(pool: Any, count: int) -> float:
     alloc, free = pool.alloc, pool.free
     t0 = time.perf_counter_ns()
     for _ in range(count):
@@ -24,7 +25,7 @@ def pair_ns(pool, count: int) -> float:
     return (time.perf_counter_ns() - t0) / count
 
 
-def main(argv: list) -> int:
+def main(argv: List[str]) -> int:
     if argv:
         sys.path.insert(0, argv[0])
     import alloc

@@ -47,13 +47,13 @@ def log_uniform(rng: random.Random, lo: int, hi: int) -> int:
     return int(2 ** rng.uniform(math.log2(lo), math.log2(hi)))
 
 
-def _allocator(p: Dict[str, Any]):
+def _allocator(p: Dict[str, Any]) -> Any:
     import alloc
 
     return alloc.BuddyAllocator(p["capacity"], min_size=p["min_size"])
 
 
-def _numpy():
+def _numpy() -> Tuple[Any, Any]:
     import numpy
 
     return numpy.empty, numpy.uint8
@@ -276,4 +276,52 @@ def run_fill(side: str, p: Dict[str, Any]) -> Run:
     return one, extra
 
 
-RUNNERS = {"pair": run_pair, "churn": run_churn, "fill": run_fill}
+# ---- batch-64: a batch of blocks allocated and freed together ---------------
+
+
+def batch(side: str, p: Dict[str, Any]) -> Tuple[Callable[[int], None], Dict[str, Any]]:
+    """The loop of batch-64 for one side (it takes the batch count): ours
+    ``a.free_many(a.alloc_many(size, count))``, the peers a list of `count`
+    new objects, dropped at once."""
+    size, count, extra = p["size"], p["count"], {}
+    if side == "ours":
+        a = _allocator(p)
+        alloc_many, free_many = a.alloc_many, a.free_many
+        extra["metadata_bytes"] = a.stats()["metadata_bytes"]
+
+        def loop(batches: int) -> None:
+            for _ in itertools.repeat(None, batches):
+                free_many(alloc_many(size, count))
+
+    elif side == "bytearray":
+        make = bytearray
+        each = range(count)
+
+        def loop(batches: int) -> None:
+            for _ in itertools.repeat(None, batches):
+                blocks = [make(size) for _ in each]
+                del blocks
+
+    else:
+        empty, u8 = _numpy()
+        each = range(count)
+
+        def loop(batches: int) -> None:
+            for _ in itertools.repeat(None, batches):
+                blocks = [empty(size, u8) for _ in each]
+                del blocks
+
+    return loop, extra
+
+
+def run_batch(side: str, p: Dict[str, Any]) -> Run:
+    loop, extra = batch(side, p)
+
+    def one(r: int) -> Tuple[Dict[str, float], int]:
+        batches = length(r, p["batches"])
+        return {"": timed(lambda: loop(batches))[0] / (batches * p["count"])}, 0
+
+    return one, extra
+
+
+RUNNERS = {"pair": run_pair, "churn": run_churn, "fill": run_fill, "batch": run_batch}

@@ -33,7 +33,7 @@ def _cpu_model() -> str:
 
 
 def environment() -> Dict[str, str]:
-    import cffi
+    from importlib.metadata import version as installed_version
 
     try:
         import alloc
@@ -59,7 +59,7 @@ def environment() -> Dict[str, str]:
                    f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()} "
                   f"({build}) {sys.executable}",
-        "cffi": cffi.__version__,
+        "cffi": installed_version("cffi"),
         "numpy": numpy_version,
         "compiler": compiler,
         "cflags": cflags(),
@@ -218,19 +218,22 @@ def wrap(text: str, indent: str = "") -> str:
 
 
 def ns(x: Optional[float]) -> str:
+    """A time in ns, at most six characters up to 10 ms: 0.52, 43.6, 1,380, 120k."""
     if x is None:
         return "-"
+    if x >= 100_000:
+        return f"{x / 1000:,.0f}k"
     if x >= 100:
         return f"{x:,.0f}"
     return f"{x:.3g}" if x >= 1 else f"{x:.2f}"
 
 
 def ratio_text(r: float) -> str:
-    """Two significant digits, or the whole number from 10 up: 0.089, 1.4,
-    6.0, 14."""
+    """Two significant digits, or the whole number from 10 up: 0.089, 0.30,
+    1.4, 6.0, 14."""
     if r >= 10:
         return f"{r:.0f}"
-    return f"{r:.1f}" if r >= 1 else f"{r:.2g}"
+    return f"{r:.1f}" if r >= 1 else f"{r:#.2g}"
 
 
 def verdict(r: float, lo: float, hi: float) -> str:
@@ -262,13 +265,15 @@ def size_text(b: int) -> str:
 
 
 def _grid(rows: List[List[str]], heads: List[List[str]], right: Sequence[int]) -> str:
-    """Rows under one or more header lines, columns two spaces apart,
-    `right` ones right-aligned, and a rule under the headers."""
+    """Rows under one or more header lines, columns two spaces apart (one
+    when that is what keeps them within WIDTH), `right` ones right-aligned,
+    and a rule under the headers."""
     widths = [max(len(r[i]) for r in rows + heads) for i in range(len(heads[0]))]
+    gap = "  " if sum(widths) + 2 * (len(widths) - 1) <= WIDTH else " "
 
     def line(r: List[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        return gap.join(c.rjust(w) if i in right else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
     rule = ["-" * w for w in widths]
     return "\n".join([line(h) for h in heads] + [line(rule)] + [line(r) for r in rows])
@@ -538,10 +543,11 @@ def chart(ws: Sequence[Workload], results: Dict[str, Dict[str, Any]],
                         label=None if peer in labelled else f"vs {peer}")
                 labelled.add(peer)
                 ax.plot([lo, hi], [y, y], color="0.2", linewidth=0.7, zorder=3)
-                ax.text(r * (1.05 if r >= 1 else 1 / 1.05), y, ratio_text(r) + "\u00d7",
-                        va="center", ha="left" if r >= 1 else "right", fontsize=7.5,
-                        zorder=4, bbox={"boxstyle": "square,pad=0.1", "fc": "white",
-                                        "ec": "none", "alpha": 0.85})
+                # the label goes past the whisker's end on the bar's side, so
+                # that no whisker stub reads as a minus sign
+                end = hi * 1.04 if r >= 1 else lo / 1.04
+                ax.text(end, y, ratio_text(r) + "\u00d7", va="center",
+                        ha="left" if r >= 1 else "right", fontsize=7.5)
         ax.axvline(1.0, color="black", linewidth=1)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([label for label, _ in rows], fontsize=8.5)

@@ -30,13 +30,14 @@ PAIR_ARENA = 64 * MiB
 class Workload:
     name: str
     level: str  # "python" (vs bytearray/numpy.empty) or "c" (core vs malloc)
-    kind: str  # which loop runs it: pair, churn, fill, fillrand
+    kind: str  # which loop runs it: pair, churn, fill, batch, fillrand
     per: str  # what one timed operation is
     params: Mapping[str, object]
     parts: Tuple[str, ...] = ()  # figures besides the headline
     variants: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     runs: int = 7  # timed runs, after one warm-up run
     quick_keys: Tuple[str, ...] = ("steps", "count")  # what --quick divides
+    needs: Tuple[str, ...] = ()  # BuddyAllocator methods the workload calls
 
     def runs_for(self, quick: bool) -> int:
         return max(2, self.runs // 3) if quick else self.runs
@@ -73,6 +74,10 @@ def _build() -> Dict[str, Workload]:
                  {"capacity": 64 * MiB, "min_size": 64, "sizes": "fixed",
                   "size": 64, "seed": SEED}, parts=("alloc", "free"), runs=5,
                  quick_keys=("capacity",)),
+        Workload("batch-64", "python", "batch", "block",
+                 {"capacity": 64 * MiB, "min_size": 64, "size": 64, "count": 1024,
+                  "batches": 100}, runs=9, quick_keys=("batches",),
+                 needs=("alloc_many", "free_many")),
         Workload("fill64-shuf", "c", "fill", "op",
                  {"capacity": 64 * MiB, "min_size": 64, "size": 64,
                   "seed": SEED}, parts=("alloc", "free")),
@@ -81,6 +86,9 @@ def _build() -> Dict[str, Workload]:
                  dict(churn64, slots=16384, hi=4096, steps=2_000_000)),
         Workload("churn-75pct", "c", "churn", "step",
                  dict(churn64, slots=17000, steps=1_000_000)),
+        Workload("pair64-empty", "c", "pair", "pair",
+                 {"capacity": 64 * MiB, "min_size": 64, "size": 64,
+                  "count": 1_000_000}),
         Workload("fillrand", "c", "fillrand", "alloc",
                  {"capacity": 64 * MiB, "min_size": 64, "lo": 64,
                   "hi": 16384, "seed": SEED}, runs=11),

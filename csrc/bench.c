@@ -230,6 +230,55 @@ static int run_churn(int which, uint64_t capacity, uint64_t min_size,
     return bad ? BENCH_ECHECK : BENCH_OK;
 }
 
+/* Where the malloc side's pair loop stores each pointer: a volatile store
+ * keeps the compiler from removing a malloc that is freed unused. */
+static void *volatile bench_sink;
+
+/* pair: `pairs` times alloc one block and free it at once. */
+static int run_pair(int which, uint64_t capacity, uint64_t min_size,
+                    uint64_t size, uint64_t pairs, bench_run_t *r)
+{
+    uint64_t rss0 = clock_peak_rss_kib(), t0, t1, fails = 0;
+    int bad = 0;
+
+    if (which == BENCH_BUDDY) {
+        buddy_t *b;
+        int st = run_new(capacity, min_size, &b, r);
+        if (st != BENCH_OK)
+            return st;
+        t0 = clock_ns();
+        for (uint64_t i = 0; i < pairs; i++) {
+            int64_t o = buddy_alloc(b, size);
+            if (o < 0) {
+                fails++;
+                continue;
+            }
+            bad |= buddy_free(b, (uint64_t)o, size) != BUDDY_OK;
+        }
+        t1 = clock_ns();
+        r->rss_growth_kib = clock_rss_growth_kib(rss0);
+        bad |= buddy_stats(b)->live_blocks != 0;
+        buddy_destroy(b);
+    } else {
+        t0 = clock_ns();
+        for (uint64_t i = 0; i < pairs; i++) {
+            void *p = malloc(size);
+            if (p == NULL) {
+                fails++;
+                continue;
+            }
+            bench_sink = p;
+            free(p);
+        }
+        t1 = clock_ns();
+        r->rss_growth_kib = clock_rss_growth_kib(rss0);
+    }
+    r->ops = pairs;
+    r->ns = t1 - t0;
+    r->failures = fails;
+    return bad ? BENCH_ECHECK : BENCH_OK;
+}
+
 /* fillrand: allocate size[0..limit) until the first failure. */
 static int run_fillrand(int which, uint64_t capacity, uint64_t min_size,
                         const uint32_t *size, uint64_t limit, uint64_t *h,
@@ -360,6 +409,21 @@ done:
     return worst;
 }
 
+int bench_pair(int which, uint64_t capacity, uint64_t min_size,
+               uint64_t size, uint64_t pairs, uint32_t runs, bench_run_t *out)
+{
+    if (!bench_args_ok(which, runs, out) || !trace_pow2(min_size))
+        return BENCH_EINVAL;
+    memset(out, 0, runs * sizeof *out);
+
+    int worst = BENCH_OK;
+    for (uint32_t r = 0; r < runs; r++) {
+        out[r].status = run_pair(which, capacity, min_size, size, pairs, &out[r]);
+        worst = bench_worst(worst, out[r].status);
+    }
+    return worst;
+}
+
 int bench_fillrand(int which, uint64_t capacity, uint64_t min_size,
                    uint64_t lo, uint64_t hi, uint64_t seed, uint32_t runs,
                    const uint64_t *limits, bench_run_t *out)
@@ -423,8 +487,8 @@ const char *bench_strerror(int status)
     case BENCH_ENOMEM:
         return "no memory for the trace or the allocator's metadata";
     case BENCH_ECHECK:
-        return "the allocator misbehaved: a free was refused or a fill did "
-               "not end exactly full";
+        return "the allocator misbehaved: a free was refused, a fill did "
+               "not end exactly full or a pair left a block live";
     default:
         return "unknown benchmark status";
     }

@@ -40,7 +40,8 @@ extern "C" {
 #define BENCH_ECHECK 3
 
 /* One run.  Phase 1 is the workload's main loop (fill: the allocations;
- * churn: the steps; fillrand: the allocations up to the first failure);
+ * churn: the steps; pair: the pairs; fillrand: the allocations up to the
+ * first failure);
  * phase 2 is fill's frees in shuffled order (0 elsewhere). */
 typedef struct bench_run {
     uint64_t ops;             /* operations timed in phase 1 */
@@ -70,6 +71,13 @@ int bench_fill(int which, uint64_t capacity, uint64_t min_size,
 int bench_churn(int which, uint64_t capacity, uint64_t min_size,
                 uint32_t slots, uint64_t lo, uint64_t hi, uint64_t steps,
                 uint64_t seed, uint32_t runs, bench_run_t *out);
+
+/* pair64-empty: `pairs` times allocate one block of `size` and free it at
+ * once, on an otherwise empty allocator (for the buddy core with size <=
+ * min_size: the deepest split and merge there is).  ops = pairs; failures
+ * = allocations refused (a refused pair frees nothing). */
+int bench_pair(int which, uint64_t capacity, uint64_t min_size,
+               uint64_t size, uint64_t pairs, uint32_t runs, bench_run_t *out);
 
 /* fillrand: allocate sizes log-uniform in [lo, hi] until the first
  * failure; ops = allocations that succeeded, failures = 1 if one failed.

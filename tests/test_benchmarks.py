@@ -17,16 +17,23 @@ import sys
 
 import pytest
 
+from alloc import BuddyAllocator
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is not installed; last, it shadows nothing
     sys.path.append(ROOT)
 
-WORKLOADS = [
+ALL_WORKLOADS = [
     *(f"pair-{n}" for n in (64, 1024, 4096, 65536, 1048576)),
     *(f"pair-{n}-touched" for n in (64, 1024, 4096, 65536, 1048576)),
-    "churn-py", "seed-zipf", "fill-64",
-    "fill64-shuf", "churn", "churn-dense", "churn-75pct", "fillrand", "scale",
+    "churn-py", "seed-zipf", "fill-64", "batch-64",
+    "fill64-shuf", "churn", "churn-dense", "churn-75pct", "pair64-empty",
+    "fillrand", "scale",
 ]
+#: batch-64 calls BuddyAllocator.alloc_many/free_many; an alloc without them
+#: has it skipped (and said so), not failed.
+HAS_BATCH = all(hasattr(BuddyAllocator, n) for n in ("alloc_many", "free_many"))
+WORKLOADS = [w for w in ALL_WORKLOADS if HAS_BATCH or w != "batch-64"]
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -83,6 +90,10 @@ def test_quick_json_has_every_workload_with_sane_values(quick):
     wasted = results["seed-zipf"]["extra"]["wasted_ratio"]
     assert math.isfinite(wasted) and wasted >= 0
     assert results["fill-64"]["extra"]["full_after_fill"] is True
+    assert results["pair64-empty"]["failures"] == {"ours": 0, "glibc malloc": 0}
+    if not HAS_BATCH:
+        assert list(doc["skipped"]) == ["batch-64"], doc["skipped"]
+        assert "alloc_many" in doc["skipped"]["batch-64"]
 
 
 def test_quick_prints_header_and_table(quick):
@@ -99,6 +110,24 @@ def test_quick_output_fits_an_80_column_terminal(quick):
     _, out, _ = quick
     too_wide = [line for line in out.splitlines() if len(line) >= 80]
     assert too_wide == []
+
+
+def test_table_fits_80_columns_even_with_extreme_figures(quick):
+    """Seven-digit times and ratios far from 1 still fit."""
+    import copy
+
+    from benchmarks.report import table
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    doc, _, _ = quick
+    results = copy.deepcopy(doc["workloads"])
+    for r in results.values():
+        for fig in [r] + list(r.get("parts", {}).values()):
+            fig["ours_ns"] = 9_876_543.2
+            for pf in fig["peers"].values():
+                pf.update(ns=1_234_567.8, ratio=0.00123, ratio_spread=[0.00111, 0.0234])
+    text = table([REGISTRY[n] for n in results], results)
+    assert [line for line in text.splitlines() if len(line) >= 80] == []
 
 
 def test_quick_says_where_it_wrote_the_json(quick):
@@ -315,3 +344,16 @@ def test_chart_draws_each_ratio_from_1_in_two_titled_groups(quick):
             assert ratio_text(r) + "\u00d7" in labels
     finally:
         plt.close(figure)
+
+
+@pytest.mark.parametrize("side", ["ours", "bytearray", "numpy.empty"])
+def test_batch_loop_times_each_side_per_block(side):
+    if side == "ours" and not HAS_BATCH:
+        pytest.skip("this alloc has no alloc_many/free_many")
+    from benchmarks.pyloops import run_batch
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    p = REGISTRY["batch-64"].params_for(quick=True)
+    one, _ = run_batch(side, dict(p, batches=3))
+    samples, failures = one(1)
+    assert positive(samples[""]) and failures == 0

@@ -76,10 +76,23 @@ def test_status_messages_are_distinct():
     assert ffi.string(lib.buddy_strerror(12345)) == b"unknown status"
 
 
+#: The distribution's name: "alloc" on PyPI is an unrelated project.
+DIST_NAME = "alloc-buddy"
+
+
 def test_installed_version_matches_the_package():
     from importlib.metadata import version
 
-    assert version("alloc") == alloc.__version__
+    assert version(DIST_NAME) == alloc.__version__
+
+
+def test_the_distribution_name_is_the_one_pyproject_declares():
+    from importlib.metadata import distribution
+
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^name = "([^"]+)"', text, re.M).group(1) == DIST_NAME
+    dist = distribution(DIST_NAME)
+    assert "alloc" in (dist.read_text("top_level.txt") or "alloc").split()
 
 
 def test_metadata_of_a_64_mib_arena_of_64_byte_blocks_is_under_512_kib():
