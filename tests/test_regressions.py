@@ -26,6 +26,7 @@ import array
 import contextlib
 import ctypes
 import mmap
+import os
 import re
 import subprocess
 import sys
@@ -523,13 +524,17 @@ GC_CYCLE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_refused_memoryview_in_a_collected_cycle_does_not_crash():
+def test_refused_memoryview_in_a_collected_cycle_does_not_crash(tmp_path):
     """A refused free()/offset_of() of a memoryview, its exception kept in
     a reference cycle (as logging, futures and test runners do), then
     gc.collect(): the interpreter must survive.  Run in a child process,
     since on broken code it dies of SIGSEGV."""
+    # the child searches the path the tests do (an unbuilt checkout last)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     r = subprocess.run(
         [sys.executable, "-c", GC_CYCLE_SCRIPT],
+        cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,

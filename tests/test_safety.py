@@ -181,14 +181,16 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_misuse_never_crashes_the_interpreter(seed):
+def test_misuse_never_crashes_the_interpreter(seed, tmp_path):
     """Never a crash: a random mix of misuse, close, drop and touching views,
     run in a child interpreter so a segfault fails the test instead of
     killing the run."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # the child searches the path the tests do (conftest puts an unbuilt
+    # checkout last), so an installed, non-editable alloc is the one it gets
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(seed)],
-        cwd=REPO,
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
