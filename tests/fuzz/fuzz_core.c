@@ -947,6 +947,8 @@ static void check_basics(void)
            "pool_new(NULL out)");
     EXPECT(buddy_check(NULL, msg, sizeof msg) == BUDDY_ECORRUPT && msg[0],
            "buddy_check(NULL)");
+    EXPECT(buddy_debug_flip(NULL, 0, 0, 0) == BUDDY_EINVAL,
+           "buddy_debug_flip(NULL)");
     buddy_close(NULL);
     buddy_destroy(NULL);
     pool_close(NULL);
