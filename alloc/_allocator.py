@@ -94,6 +94,8 @@ def _as_size(size: object, name: str = "size") -> int:
         raise TypeError(f"{name} must be an integer, not bool")
     try:
         n = operator.index(size)  # type: ignore[arg-type]
+        if type(n) is not int:  # Python 3.9 returns int subclasses as they are
+            n = int.__index__(n)  # the exact value, whatever the subclass says
     except TypeError:
         raise TypeError(
             f"{name} must be an integer, not {type(size).__name__}"
@@ -150,7 +152,7 @@ class BuddyAllocator:
         if isinstance(arena, bool):
             raise TypeError("arena must be an int or a writable buffer, not bool")
         if isinstance(arena, numbers.Integral):  # int, numpy integers
-            capacity, mv, base = self._own_arena(operator.index(arena), min_size)
+            capacity, mv, base = self._own_arena(int.__index__(operator.index(arena)), min_size)
         else:
             capacity, mv, base = self._buffer_arena(arena, min_size)
 

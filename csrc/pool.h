@@ -8,7 +8,8 @@
  * and frees it; Python keeps no per-block records.
  *
  * Sizes live in an open-addressing hash table keyed by offset (16 bytes a
- * slot, at most half full, so 16-32 bytes per live block).  Insert and
+ * slot, at most half full, so 32-64 bytes per live block;
+ * the table never shrinks).  Insert and
  * delete are expected O(1); the table doubles when half full, so an alloc
  * that triggers a doubling costs O(live blocks) once.  This table is the
  * binding's bookkeeping, not the core's metadata (buddy.h's bound holds).
