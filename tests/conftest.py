@@ -116,12 +116,15 @@ def buffer_at(address: int, length: int) -> np.ndarray:
     return np.ctypeslib.as_array((ctypes.c_uint8 * length).from_address(address))
 
 
+_UNITS: dict = {}  # tag & 0xFF -> the 256-byte unit (all a tag decides)
+
+
 def pattern(tag: int, size: int) -> bytes:
     """A fill pattern that differs from block to block (and from byte to
     byte, so shifted copies are noticed)."""
-    if size == 0:
-        return b""
-    unit = bytes(((tag * 131 + i * 7 + 1) & 0xFF) for i in range(256))
+    unit = _UNITS.get(tag & 0xFF)
+    if unit is None:
+        unit = _UNITS[tag & 0xFF] = bytes(((tag * 131 + i * 7 + 1) & 0xFF) for i in range(256))
     return (unit * (size // 256 + 1))[:size]
 
 

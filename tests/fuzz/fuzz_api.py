@@ -54,6 +54,10 @@ KNOWN_BUGS_UNFIXED = False
 
 import numpy as np  # noqa: E402  (imported before atheris instruments imports)
 
+# The reference model and fill pattern are the test-suite's own (tests/conftest.py).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import BuddyModel, pattern  # noqa: E402
+
 try:  # noqa: E402
     import atheris
 except ImportError:  # replay mode needs no atheris
@@ -129,71 +133,6 @@ class Input:
 def block_size_for(size: int, min_size: int) -> int:
     """The smallest power of two >= max(size, min_size)."""
     return 1 << (max(size, min_size) - 1).bit_length()
-
-
-class Placement:
-    """The placement rule of API.md over ``capacity`` bytes (a multiple of
-    ``min_size``): the tree spans 2**L minimum blocks, nodes past the
-    capacity do not exist; a request takes the smallest order with a free
-    block and its lowest offset, keeping lower halves when splitting."""
-
-    def __init__(self, capacity: int, min_size: int):
-        self.m = min_size
-        self.capacity = capacity
-        self.L = (capacity // min_size - 1).bit_length()
-        self.free: Dict[int, set] = {k: set() for k in range(self.L + 1)}
-        off = 0
-        for k in range(self.L, -1, -1):
-            if off + (min_size << k) <= capacity:
-                self.free[k].add(off)
-                off += min_size << k
-        self.order_of: Dict[int, int] = {}  # live offset -> order
-
-    def order(self, size: int) -> int:
-        return (block_size_for(size, self.m) // self.m - 1).bit_length()
-
-    def alloc(self, size: int) -> Optional[int]:
-        k = self.order(size)
-        for j in range(k, self.L + 1):
-            if self.free[j]:
-                off = min(self.free[j])
-                self.free[j].remove(off)
-                while j > k:
-                    j -= 1
-                    self.free[j].add(off + (self.m << j))
-                self.order_of[off] = k
-                return off
-        return None
-
-    def release(self, off: int) -> None:
-        k = self.order_of.pop(off)
-        while k < self.L:
-            buddy = off ^ (self.m << k)
-            if buddy not in self.free[k]:
-                break
-            self.free[k].remove(buddy)
-            off = min(off, buddy)
-            k += 1
-        self.free[k].add(off)
-
-    def free_blocks(self) -> Dict[int, int]:
-        return {self.m << k: len(v) for k, v in self.free.items()}
-
-    def largest_free(self) -> int:
-        orders = [k for k, v in self.free.items() if v]
-        return (self.m << max(orders)) if orders else 0
-
-
-_UNITS: Dict[int, bytes] = {}
-
-
-def pattern(tag: int, size: int) -> bytes:
-    """A per-block fill that differs from block to block and byte to byte."""
-    unit = _UNITS.get(tag & 0xFF)
-    if unit is None:
-        unit = bytes(((tag * 131 + i * 7 + 1) & 0xFF) for i in range(256))
-        _UNITS[tag & 0xFF] = unit
-    return (unit * (size // 256 + 1))[:size]
 
 
 class Rec:
@@ -355,7 +294,7 @@ class Harness:
     def __init__(self, inp: Input):
         self.inp = inp
         self.pool: Optional[BuddyAllocator] = None
-        self.model: Optional[Placement] = None
+        self.model: Optional[BuddyModel] = None
         self.live: Dict[int, Rec] = {}  # offset -> live block
         self.stale: List[Rec] = []  # freed blocks' views (may be reused)
         self.zombies: List[Rec] = []  # live views of dead allocators
@@ -419,7 +358,7 @@ class Harness:
             self.refused_ctor(arena, min_arg)
             return
         self.pool = BuddyAllocator(arena, min_size=min_arg)
-        self.model = Placement(capacity, min_size)
+        self.model = BuddyModel(capacity, min_size)
         self.verify()
 
     def shape(self, size: int) -> Tuple[int, ...]:
@@ -481,14 +420,14 @@ class Harness:
             "bytes_allocated": allocated,
             "bytes_wasted": in_blocks - allocated,
             "bytes_free": model.capacity - in_blocks,
-            "largest_free": model.largest_free(),
+            "largest_free": model.largest_free,
             "min_size": model.m,
             "live_blocks": len(self.live),
         }
         got = {k: s[k] for k in want}
         expect(got == want, f"stats {got} != model {want}")
-        expect(s["free_blocks"] == model.free_blocks(),
-               f"free_blocks {s['free_blocks']} != model {model.free_blocks()}")
+        expect(s["free_blocks"] == model.free_blocks,
+               f"free_blocks {s['free_blocks']} != model {model.free_blocks}")
         props = {k: getattr(pool, k) for k in want if k != "live_blocks"}
         props["live_blocks"] = len(pool)
         expect(props == want, f"properties {props} != model {want}")
