@@ -75,10 +75,6 @@ def _status_error(status: int, what: str) -> Exception:
     return ValueError(f"{what}: {message}")
 
 
-def _raise_status(status: int, what: str) -> None:
-    raise _status_error(status, what)
-
-
 def _never_created(a: object) -> ValueError:
     return ValueError(
         f"the allocator was never created ({type(a).__name__}.__init__ did "
@@ -165,7 +161,7 @@ class BuddyAllocator:
                 raise MemoryError(
                     f"cannot allocate allocator metadata for {capacity} bytes"
                 )
-            _raise_status(status, "BuddyAllocator()")
+            raise _status_error(status, "BuddyAllocator()")
         self._zero = {}  # the views of live zero-size blocks, by offset
         self._zero_lock = threading.Lock()
         self._h = ffi.gc(out[0], lib.pool_destroy)
@@ -396,14 +392,10 @@ class BuddyAllocator:
         """Free the zero-size block whose view is ``block`` (by identity:
         an empty slice of another block at the same address frees nothing)."""
         with self._zero_lock:  # the record and the pool change together
-            for off, view in self._zero.items():
-                if view is block:
-                    where = ffi.cast("char *", self._base + off)
-                    status = lib.pool_free(self._h, where, 0)
-                    if status:
-                        raise self._located(status, what, None)
-                    del self._zero[off]
-                    return
+            off = self._zero_offset(block)
+            if off is not None:
+                self._free_locked(off, 0, what)
+                return
         if self._closed:
             raise ValueError(f"{what}: the allocator is closed")
         raise ValueError(
@@ -411,6 +403,22 @@ class BuddyAllocator:
             "alloc(0) returned frees a zero-size block (an empty slice of a "
             "block frees nothing)"
         )
+
+    def _zero_offset(self, block: object) -> Optional[int]:
+        """Where the zero-size block whose view is ``block`` starts, or
+        None.  The caller holds ``_zero_lock``."""
+        for off, view in self._zero.items():
+            if view is block:
+                return off
+        return None
+
+    def _free_locked(self, off: int, n: int, what: str) -> None:
+        """Free the live block of ``n`` requested bytes at ``off`` and forget
+        its view if it was zero-size.  The caller holds ``_zero_lock``."""
+        status = lib.pool_free(self._h, ffi.cast("char *", self._base + off), n)
+        if status:
+            raise _status_error(status, f"{what} at offset {off}")
+        self._zero.pop(off, None)
 
     def _export(self, block: object, what: str) -> Any:
         """``ffi.from_buffer(block)``, or the error a user should see."""
@@ -423,10 +431,9 @@ class BuddyAllocator:
     def _located(self, status: int, what: str, ptr: Any) -> Exception:
         """The exception for a refused free/offset_of, naming where the
         buffer is."""
-        if ptr is not None:
-            where = int(ffi.cast("uintptr_t", ptr)) - self._base
-            if 0 <= where < self._capacity:
-                what = f"{what} at offset {where}, {len(ptr)} bytes"
+        where = int(ffi.cast("uintptr_t", ptr)) - self._base
+        if 0 <= where < self._capacity:
+            what = f"{what} at offset {where}, {len(ptr)} bytes"
         return _status_error(status, what)
 
     def offset_of(self, block: Buffer) -> int:
@@ -438,9 +445,9 @@ class BuddyAllocator:
         try:
             if len(ptr) == 0:  # as free(): a zero-size block by identity only
                 with self._zero_lock:
-                    for off, view in self._zero.items():
-                        if view is block:
-                            return off
+                    off = self._zero_offset(block)
+                if off is not None:
+                    return off
                 error: Exception = ValueError(
                     "offset_of(): an empty buffer is not a block: only the "
                     "view that alloc(0) returned is a zero-size block's view"
@@ -487,10 +494,7 @@ class BuddyAllocator:
         there; nothing changes then."""
         off, n = self._live_block(offset, "free_at()")
         with self._zero_lock:
-            status = lib.pool_free(self._h, ffi.cast("char *", self._base + off), n)
-            if status:
-                raise _status_error(status, f"free_at() at offset {off}")
-            self._zero.pop(off, None)
+            self._free_locked(off, n, "free_at()")
 
     @contextlib.contextmanager
     def block(self, size: int) -> Iterator[memoryview]:

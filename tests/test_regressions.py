@@ -37,7 +37,7 @@ import pytest
 
 import alloc
 from alloc import BuddyAllocator, OutOfMemory
-from conftest import addr, mentions, pattern, snapshot
+from conftest import PROPERTY_KEYS, addr, mentions, pattern, snapshot
 
 # Messages that only cffi (or memoryview) writes: a user must never see them.
 CFFI_WORDS = re.compile(r"ctype|cdata|initializer for|NoneType|struct alloc_pool")
@@ -867,14 +867,7 @@ def test_never_created_methods_say_so(call, kind):
 @pytest.mark.parametrize("kind", sorted(_never_created_kinds()))
 def test_never_created_properties_len_repr_close(kind):
     p = _never_created_kinds()[kind]()
-    for name in (
-        "bytes_total",
-        "bytes_allocated",
-        "bytes_wasted",
-        "bytes_free",
-        "largest_free",
-        "min_size",
-    ):
+    for name in PROPERTY_KEYS:
         try:
             assert getattr(p, name) == 0, name
         except ValueError as e:
