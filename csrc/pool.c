@@ -86,6 +86,15 @@ static int table_reserve(alloc_pool_t *p, uint64_t n)
     return 0;
 }
 
+/* The size the live block at `off` was requested with (a live block always
+ * has a slot; `block`, its block size, stands in should it not). */
+static uint64_t table_requested(const alloc_pool_t *p, uint64_t off,
+                                uint64_t block)
+{
+    const slot_t *s = &p->slots[table_probe(p, (off >> p->shift) + 1)];
+    return s->key ? s->size : block;
+}
+
 /* Empties slot i and shifts later entries of its probe run back, so that
  * no lookup ever needs a tombstone. */
 static void table_delete(alloc_pool_t *p, uint64_t i)
@@ -308,8 +317,7 @@ buddy_status pool_block_at(alloc_pool_t *p, uint64_t offset, uint64_t *start,
         if (is_free) {
             status = BUDDY_EFREE;
         } else {
-            slot_t *s = &p->slots[table_probe(p, (*start >> p->shift) + 1)];
-            *requested = s->key ? s->size : *size; /* a key is always there */
+            *requested = table_requested(p, *start, *size);
         }
     }
     UNLOCK(p);
@@ -351,8 +359,7 @@ buddy_status pool_map(alloc_pool_t *p, uint64_t ncells, uint64_t *requested,
         if (is_free) {
             map_add(free_bytes, cell, start, start + size);
         } else {
-            slot_t *s = &p->slots[table_probe(p, (start >> p->shift) + 1)];
-            uint64_t r = s->key ? s->size : size;
+            uint64_t r = table_requested(p, start, size);
             map_add(requested, cell, start, start + r);
             map_add(wasted, cell, start + r, start + size);
         }
