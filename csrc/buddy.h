@@ -38,7 +38,7 @@
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes, where
  * D = ceil(log64 N) <= 11.  buddy_metadata_bytes() reports the exact figure;
- * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,536 bytes.
+ * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,544 bytes.
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
  * use find-first-set instructions; nothing is ever scanned.  A summary word
@@ -159,6 +159,23 @@ uint64_t buddy_metadata_bytes(uint64_t capacity, uint64_t min_size);
  * after buddy_close(); nothing changes then except failed_allocs. */
 int64_t buddy_alloc(buddy_t *b, uint64_t size);
 
+/* buddy_alloc for a block whose offset is also a multiple of `align`
+ * (0, or a power of two): since every block starts at a multiple of its
+ * own size, that is a block of max(buddy_block_size(size), align) bytes,
+ * counted whole in bytes_in_blocks.  Free or resize it with the same align.
+ * Returns -2 (nothing counted) if align is not a power of two. */
+int64_t buddy_alloc_aligned(buddy_t *b, uint64_t size, uint64_t align);
+
+/* Allocates a block for `size` bytes at the lowest offset that is
+ * congruent to `rem` modulo `modulus` (a power of two; rem < modulus):
+ * for a caller whose arena starts at an address less aligned than it
+ * needs.  Only blocks of the size's own order are considered, so rem must
+ * be a multiple of that block size, else -2 (nothing counted).  Returns
+ * the offset, or -1 (counted in failed_allocs) if no such block is free.
+ * Visits the leaves at candidate offsets: O(N L) worst case, a rare path. */
+int64_t buddy_alloc_congruent(buddy_t *b, uint64_t size, uint64_t modulus,
+                              uint64_t rem);
+
 /* Allocates `count` blocks for `size` bytes each, all or nothing: their
  * offsets go to out[0 .. count-1] in allocation order, as `count` calls of
  * buddy_alloc would give them.  If they do not all fit, nothing changes
@@ -179,6 +196,26 @@ void buddy_count_refusal(buddy_t *b);
  * BUDDY_ERANGE, BUDDY_EALIGN, BUDDY_EINTERIOR, BUDDY_ESIZE, BUDDY_EFREE,
  * BUDDY_ECLOSED (see the enum).  Every check is O(L). */
 buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size);
+
+/* buddy_free for a block from buddy_alloc_aligned, with its align
+ * (buddy_free(b, o, s) is buddy_free_aligned(b, o, s, 0)).  BUDDY_EINVAL
+ * if align is not 0 or a power of two. */
+buddy_status buddy_free_aligned(buddy_t *b, uint64_t offset, uint64_t size,
+                                uint64_t align);
+
+/* Resizes the live block at `offset` (allocated for `size` bytes with
+ * `align`, as for buddy_free_aligned) in place so that it holds `new_size`
+ * bytes in a block of new_size's own order:
+ *   shrinking frees the upper halves (no merge is possible: their buddies
+ *   are the block itself);
+ *   growing takes the buddies above, which must be free, and the block must
+ *   be the lower half at every level (offset a multiple of the new size);
+ *   otherwise BUDDY_ENOMEM and nothing changes -- move it instead.
+ * bytes_requested, bytes_in_blocks and the peaks follow; alloc_calls and
+ * free_calls do not count a resize.  Wrong blocks get the statuses of
+ * buddy_free.  O(L) plus writing out the pending split. */
+buddy_status buddy_resize(buddy_t *b, uint64_t offset, uint64_t size,
+                          uint64_t align, uint64_t new_size);
 
 /* What buddy_free(b, offset, size) would return, without freeing anything:
  * BUDDY_OK means a live block of size's block size starts at offset.

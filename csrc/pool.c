@@ -19,9 +19,14 @@
 #define TABLE_MIN_BITS 4 /* 16 slots, 256 bytes, for a fresh pool */
 
 typedef struct slot {
-    uint64_t key;  /* offset / min_size + 1; 0 marks an empty slot */
+    uint64_t key;  /* offset / min_size + 1 in the low KEY_BITS bits (0 marks
+                      an empty slot); above them, how many orders the block
+                      is larger than its size needs (buddy_alloc_aligned) */
     uint64_t size; /* the size the block was requested with */
 } slot_t;
+
+#define KEY_BITS 58 /* pool_new refuses 2^58 minimum blocks or more */
+#define KEY_MASK (((uint64_t)1 << KEY_BITS) - 1)
 
 struct alloc_pool {
     buddy_t *core;
@@ -41,6 +46,7 @@ struct alloc_pool {
 
 static inline uint64_t table_home(const alloc_pool_t *p, uint64_t key)
 {
+    key &= KEY_MASK;
     return (key * 0x9E3779B97F4A7C15u) >> (64 - p->bits); /* Fibonacci */
 }
 
@@ -53,7 +59,7 @@ static inline uint64_t table_mask(const alloc_pool_t *p)
 static uint64_t table_probe(const alloc_pool_t *p, uint64_t key)
 {
     uint64_t i = table_home(p, key), mask = table_mask(p);
-    while (p->slots[i].key != 0 && p->slots[i].key != key)
+    while (p->slots[i].key != 0 && (p->slots[i].key & KEY_MASK) != key)
         i = (i + 1) & mask;
     return i;
 }
@@ -81,7 +87,7 @@ static int table_reserve(alloc_pool_t *p, uint64_t n)
     p->bits = bits;
     for (uint64_t i = 0; i < old_n; i++)
         if (old[i].key != 0)
-            p->slots[table_probe(p, old[i].key)] = old[i];
+            p->slots[table_probe(p, old[i].key & KEY_MASK)] = old[i];
     free(old);
     return 0;
 }
@@ -93,6 +99,18 @@ static uint64_t table_requested(const alloc_pool_t *p, uint64_t off,
 {
     const slot_t *s = &p->slots[table_probe(p, (off >> p->shift) + 1)];
     return s->key ? s->size : block;
+}
+
+/* The align the block in slot i was allocated with, as buddy_free_aligned
+ * wants it: 0 for a block of its size's own order, else its block size. */
+static uint64_t table_align(const alloc_pool_t *p, uint64_t i)
+{
+    unsigned delta = (unsigned)(p->slots[i].key >> KEY_BITS);
+    if (delta == 0)
+        return 0;
+    uint64_t size = p->slots[i].size, m = (uint64_t)1 << p->shift;
+    unsigned k = size <= m ? 0 : 64u - (unsigned)__builtin_clzll((size - 1) >> p->shift);
+    return m << (k + delta);
 }
 
 /* Empties slot i and shifts later entries of its probe run back, so that
@@ -123,6 +141,8 @@ buddy_status pool_new(uint64_t capacity, uint64_t min_size, uintptr_t base,
 {
     if (out == NULL)
         return BUDDY_EINVAL;
+    if (min_size != 0 && capacity / min_size >= ((uint64_t)1 << KEY_BITS))
+        return BUDDY_ENOMEM; /* its metadata would need 2^56 bytes and more */
     alloc_pool_t *p = calloc(1, sizeof *p);
     if (p == NULL)
         return BUDDY_ENOMEM;
@@ -182,12 +202,14 @@ uint64_t pool_table_bytes(const alloc_pool_t *p)
     return p->slots ? sizeof(slot_t) << p->bits : 0;
 }
 
-/* Records a live block's requested size (room was reserved). */
-static void table_insert(alloc_pool_t *p, uint64_t off, uint64_t size)
+/* Records a live block's requested size (room was reserved) and how many
+ * orders its block is larger than the size needs. */
+static void table_insert(alloc_pool_t *p, uint64_t off, uint64_t size,
+                         unsigned delta)
 {
     uint64_t key = (off >> p->shift) + 1;
     slot_t *s = &p->slots[table_probe(p, key)];
-    s->key = key;
+    s->key = key | (uint64_t)delta << KEY_BITS;
     s->size = size;
     p->count++;
 }
@@ -207,7 +229,7 @@ int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
         } else {
             off = buddy_alloc(p->core, size);
             if (off >= 0)
-                table_insert(p, (uint64_t)off, size);
+                table_insert(p, (uint64_t)off, size, 0);
         }
     }
     UNLOCK(p);
@@ -231,12 +253,41 @@ int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
             status = POOL_NO_TABLE;
         } else if (buddy_alloc_many(p->core, size, count, out) == BUDDY_OK) {
             for (uint64_t c = 0; c < count; c++)
-                table_insert(p, out[c], size);
+                table_insert(p, out[c], size, 0);
             status = 0;
         }
     }
     UNLOCK(p);
     return status;
+}
+
+int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
+                           uint64_t modulus, uint64_t rem)
+{
+    if (p == NULL)
+        return POOL_REFUSED;
+    LOCK(p);
+    int64_t off = POOL_REFUSED;
+    if (p->slots != NULL) {
+        if (table_reserve(p, 1) != 0) {
+            buddy_count_refusal(p->core);
+            off = POOL_NO_TABLE;
+        } else {
+            off = modulus ? buddy_alloc_congruent(p->core, size, modulus, rem)
+                          : buddy_alloc_aligned(p->core, size, align);
+            if (off == -2)
+                off = POOL_INVALID;
+            if (off >= 0) {
+                uint64_t want = buddy_block_size(p->core, size);
+                uint64_t got = want > align ? want : align;
+                unsigned delta = modulus || got == want ? 0
+                    : (unsigned)(__builtin_ctzll(got) - __builtin_ctzll(want));
+                table_insert(p, (uint64_t)off, size, delta);
+            }
+        }
+    }
+    UNLOCK(p);
+    return off;
 }
 
 void pool_debug_fail_growth(alloc_pool_t *p)
@@ -281,7 +332,7 @@ buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len)
     buddy_status status = pool_find(p, ptr, len, &i);
     if (status == BUDDY_OK) {
         uint64_t off = (uint64_t)((uintptr_t)ptr - p->base);
-        status = buddy_free(p->core, off, len);
+        status = buddy_free_aligned(p->core, off, len, table_align(p, i));
         if (status == BUDDY_OK)
             table_delete(p, i);
     }
@@ -299,6 +350,33 @@ buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
     buddy_status status = pool_find(p, ptr, len, &i);
     if (status == BUDDY_OK)
         *offset = (uint64_t)((uintptr_t)ptr - p->base);
+    UNLOCK(p);
+    return status;
+}
+
+buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
+{
+    if (p == NULL)
+        return BUDDY_EINVAL;
+    LOCK(p);
+    buddy_status status = BUDDY_ECLOSED;
+    if (p->slots != NULL) {
+        uint64_t i = table_probe(p, (offset >> p->shift) + 1);
+        if (offset >= p->capacity || (offset & (((uint64_t)1 << p->shift) - 1)) ||
+            p->slots[i].key == 0) {
+            /* no live block starts here: let the core say what is here */
+            status = buddy_probe(p->core, offset, 0);
+            if (status == BUDDY_OK || status == BUDDY_ESIZE)
+                status = BUDDY_EINTERIOR; /* unreachable: it would have a slot */
+        } else {
+            status = buddy_resize(p->core, offset, p->slots[i].size,
+                                  table_align(p, i), new_size);
+            if (status == BUDDY_OK) {
+                p->slots[i].key &= KEY_MASK; /* a plain block now */
+                p->slots[i].size = new_size;
+            }
+        }
+    }
     UNLOCK(p);
     return status;
 }

@@ -42,6 +42,7 @@ buddy_t *pool_core(alloc_pool_t *p);
  * size table could not grow (no memory), counted in failed_allocs too. */
 #define POOL_REFUSED -1
 #define POOL_NO_TABLE -2
+#define POOL_INVALID -3 /* pool_alloc_aligned: align/modulus/rem unusable */
 
 /* buddy_alloc that also records `size`: an offset, or POOL_REFUSED or
  * POOL_NO_TABLE.  (pool_alloc, pool_alloc_many, pool_free and pool_locate
@@ -53,6 +54,21 @@ int64_t pool_alloc(alloc_pool_t *p, uint64_t size);
  * but failed_allocs. */
 int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
                         uint64_t *out);
+
+/* pool_alloc for a block at an offset that is a multiple of `align`
+ * (buddy_alloc_aligned) or, when modulus != 0, congruent to rem modulo
+ * modulus (buddy_alloc_congruent; align is then ignored).  The block's
+ * alignment is recorded: pool_free and pool_resize need no more than for
+ * any block.  An offset, POOL_REFUSED, POOL_NO_TABLE or POOL_INVALID. */
+int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
+                           uint64_t modulus, uint64_t rem);
+
+/* buddy_resize of the live block starting at `offset` to `new_size`
+ * requested bytes, in place: BUDDY_OK (the record says new_size), or
+ * BUDDY_ENOMEM (it cannot grow in place; nothing changed), or why no live
+ * block starts at offset (BUDDY_ERANGE, BUDDY_EALIGN, BUDDY_EINTERIOR,
+ * BUDDY_EFREE, BUDDY_ECLOSED). */
+buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size);
 
 /* Testing aid: the next time the size table must grow, it fails. */
 void pool_debug_fail_growth(alloc_pool_t *p);

@@ -760,6 +760,163 @@ static void test_pending_split_frees(void)
     buddy_destroy(b);
 }
 
+static void test_aligned_blocks(void)
+{
+    buddy_t *b = NEW_ALLOCATOR(4096, 16);
+    if (b == NULL)
+        return;
+    CHECK_I64(buddy_alloc_aligned(b, 10, 3), -2); /* not a power of two */
+    CHECK_U64(buddy_stats(b)->failed_allocs, 0);
+    ALLOC_AT(b, 10, 0);
+    CHECK_I64(buddy_alloc_aligned(b, 10, 256), 256); /* a 256-byte block */
+    CHECK_U64(buddy_stats(b)->bytes_in_blocks, 16 + 256);
+    CHECK_U64(buddy_stats(b)->bytes_requested, 20);
+    CHECK_I64(buddy_alloc_aligned(b, 100, 1), 128); /* align <= block: plain */
+    CHECK_INVARIANTS(b);
+    /* freed with its own align only: 10 bytes alone names a 16-byte block */
+    CHECK_STATUS(buddy_free(b, 256, 10), BUDDY_ESIZE);
+    CHECK_STATUS(buddy_free_aligned(b, 256, 10, 128), BUDDY_ESIZE);
+    CHECK_STATUS(buddy_free_aligned(b, 256, 10, 6), BUDDY_EINVAL);
+    CHECK_STATUS(buddy_free_aligned(b, 256, 10, 256), BUDDY_OK);
+    CHECK_STATUS(buddy_free_aligned(b, 128, 100, 1), BUDDY_OK);
+    CHECK_STATUS(buddy_free(b, 0, 10), BUDDY_OK);
+    CHECK_U64(buddy_largest_free(b), 4096);
+    CHECK_I64(buddy_alloc_aligned(b, 1, 8192), -1); /* no such block */
+    CHECK_U64(buddy_stats(b)->failed_allocs, 1);
+    CHECK_INVARIANTS(b);
+    buddy_destroy(b);
+}
+
+static void test_resize_in_place(void)
+{
+    buddy_t *b = NEW_ALLOCATOR(4096, 16);
+    if (b == NULL)
+        return;
+    ALLOC_AT(b, 1000, 0);                  /* [0, 1024) */
+    CHECK_STATUS(buddy_resize(b, 0, 1000, 0, 100), BUDDY_OK); /* shrink */
+    CHECK_U64(buddy_stats(b)->bytes_in_blocks, 128);
+    CHECK_U64(buddy_stats(b)->bytes_requested, 100);
+    CHECK_U64(buddy_stats(b)->free_blocks[3], 1); /* 128 @ 128 */
+    CHECK_U64(buddy_stats(b)->free_blocks[5], 1); /* 512 @ 512 */
+    CHECK_U64(buddy_stats(b)->peak_bytes_in_blocks, 1024);
+    CHECK_INVARIANTS(b);
+    CHECK_STATUS(buddy_free(b, 0, 1000), BUDDY_ESIZE); /* the old size is gone */
+    CHECK_STATUS(buddy_resize(b, 0, 100, 0, 2000), BUDDY_OK); /* grow to 2048 */
+    CHECK_U64(buddy_stats(b)->bytes_in_blocks, 2048);
+    CHECK_U64(buddy_stats(b)->free_blocks[7], 1);
+    CHECK_U64(buddy_stats(b)->alloc_calls, 1); /* resizes are not counted */
+    CHECK_U64(buddy_stats(b)->free_calls, 0);
+    CHECK_INVARIANTS(b);
+    ALLOC_AT(b, 16, 2048);
+    buddy_stats_t before;
+    buddy_snapshot(b, &before);
+    CHECK_STATUS(buddy_resize(b, 0, 2000, 0, 4096), BUDDY_ENOMEM); /* buddy live */
+    CHECK_STATUS(buddy_resize(b, 2048, 16, 0, 32), BUDDY_OK);
+    CHECK_STATUS(buddy_resize(b, 2048, 32, 0, 32), BUDDY_OK);
+    CHECK_STATUS(buddy_resize(b, 2064, 16, 0, 32), BUDDY_EINTERIOR);
+    CHECK_STATUS(buddy_resize(b, 2048, 16, 0, 8), BUDDY_ESIZE);
+    CHECK_STATUS(buddy_resize(b, 3072, 16, 0, 8), BUDDY_EFREE);
+    CHECK_STATUS(buddy_resize(b, 8192, 16, 0, 8), BUDDY_ERANGE);
+    CHECK_STATUS(buddy_resize(b, 2048, 32, 0, 1), BUDDY_OK);
+    CHECK_STATUS(buddy_resize(b, 2048, 1, 0, 20), BUDDY_OK); /* 2064 is free */
+    CHECK_STATUS(buddy_free(b, 2048, 20), BUDDY_OK);
+    /* the upper half cannot grow in place: its buddy below is not above */
+    ALLOC_AT(b, 16, 2048);
+    ALLOC_AT(b, 16, 2064);
+    CHECK_STATUS(buddy_free(b, 2048, 16), BUDDY_OK);
+    CHECK_STATUS(buddy_resize(b, 2064, 16, 0, 32), BUDDY_ENOMEM);
+    CHECK_STATUS(buddy_free(b, 2064, 16), BUDDY_OK);
+    /* an aligned block shrinks to its size's own order */
+    CHECK_I64(buddy_alloc_aligned(b, 10, 1024), 2048);
+    CHECK_STATUS(buddy_resize(b, 2048, 10, 1024, 10), BUDDY_OK);
+    CHECK_U64(buddy_stats(b)->bytes_in_blocks, 2048 + 16);
+    CHECK_STATUS(buddy_free(b, 2048, 10), BUDDY_OK);
+    CHECK_STATUS(buddy_resize(b, 0, 2000, 0, 4096), BUDDY_OK); /* now it can */
+    CHECK_STATUS(buddy_resize(b, 0, 4096, 0, 4097), BUDDY_ENOMEM); /* past the top */
+    CHECK_INVARIANTS(b);
+    CHECK_STATUS(buddy_free(b, 0, 4096), BUDDY_OK);
+    CHECK_U64(buddy_largest_free(b), 4096);
+    buddy_destroy(b);
+}
+
+/* Random allocs, aligned allocs, resizes and frees; buddy_check after each,
+ * and the statistics against a plain list of what is live. */
+static void test_resize_random(void)
+{
+    enum { LIVE = 64 };
+    buddy_t *b = NEW_ALLOCATOR(1000 * 16, 16); /* odd capacity on purpose */
+    if (b == NULL)
+        return;
+    struct { int64_t off; uint64_t size, align; } live[LIVE];
+    int n = 0;
+    rng r = {0x12345u};
+    for (int step = 0; step < 20000 && g_case_failures == 0; step++) {
+        uint64_t op = rng_below(&r, 4);
+        uint64_t size = rng_below(&r, 1) ? 0 : (uint64_t)1 << rng_below(&r, 11);
+        size = rng_below(&r, size + 1);
+        if (op == 0 && n < LIVE) {
+            uint64_t align = rng_below(&r, 2) ? 0 : (uint64_t)1 << rng_below(&r, 12);
+            int64_t off = buddy_alloc_aligned(b, size, align);
+            if (off >= 0) {
+                CHECK(align == 0 || off % (int64_t)align == 0, "offset %" PRId64
+                      " not aligned to %" PRIu64, off, align);
+                live[n].off = off, live[n].size = size, live[n].align = align;
+                n++;
+            }
+        } else if (op == 1 && n > 0) {
+            int i = (int)rng_below(&r, (uint64_t)n);
+            buddy_status s = buddy_resize(b, (uint64_t)live[i].off, live[i].size,
+                                          live[i].align, size);
+            CHECK(s == BUDDY_OK || s == BUDDY_ENOMEM, "resize: %s", status_name(s));
+            if (s == BUDDY_OK)
+                live[i].size = size, live[i].align = 0;
+        } else if (n > 0) {
+            int i = (int)rng_below(&r, (uint64_t)n);
+            CHECK_STATUS(buddy_free_aligned(b, (uint64_t)live[i].off, live[i].size,
+                                            live[i].align), BUDDY_OK);
+            live[i] = live[--n];
+        }
+        uint64_t req = 0;
+        for (int i = 0; i < n; i++)
+            req += live[i].size;
+        CHECK_U64(buddy_stats(b)->bytes_requested, req);
+        CHECK_U64(buddy_stats(b)->live_blocks, (uint64_t)n);
+        CHECK_INVARIANTS(b);
+    }
+    buddy_destroy(b);
+}
+
+static void test_alloc_congruent(void)
+{
+    buddy_t *b = NEW_ALLOCATOR(4096, 16);
+    if (b == NULL)
+        return;
+    CHECK_I64(buddy_alloc_congruent(b, 16, 64, 48), 48);
+    CHECK_I64(buddy_alloc_congruent(b, 16, 64, 48), 112);
+    /* [32, 64) holds the block at 48: the next 32-byte block at 32 mod 64 */
+    CHECK_I64(buddy_alloc_congruent(b, 32, 64, 32), 160);
+    CHECK_I64(buddy_alloc_congruent(b, 32, 64, 16), -2); /* 32-byte blocks never start at 16 */
+    CHECK_I64(buddy_alloc_congruent(b, 16, 48, 16), -2); /* not a power of two */
+    CHECK_I64(buddy_alloc_congruent(b, 16, 64, 64), -2); /* rem >= modulus */
+    CHECK_U64(buddy_stats(b)->failed_allocs, 0);
+    CHECK_U64(buddy_stats(b)->live_blocks, 3);
+    CHECK_INVARIANTS(b);
+    ALLOC_AT(b, 16, 32); /* the lowest free 16-byte block the splits left */
+    CHECK_STATUS(buddy_free(b, 48, 16), BUDDY_OK);
+    CHECK_STATUS(buddy_free(b, 112, 16), BUDDY_OK);
+    CHECK_STATUS(buddy_free(b, 160, 32), BUDDY_OK);
+    CHECK_STATUS(buddy_free(b, 32, 16), BUDDY_OK);
+    CHECK_U64(buddy_largest_free(b), 4096);
+    /* full at every candidate: refused and counted */
+    ALLOC_AT(b, 2048, 0);
+    CHECK_I64(buddy_alloc_congruent(b, 1024, 4096, 0), -1);
+    CHECK_I64(buddy_alloc_congruent(b, 1024, 4096, 1024), -1);
+    CHECK_I64(buddy_alloc_congruent(b, 1024, 2048, 1024), 3072);
+    CHECK_U64(buddy_stats(b)->failed_allocs, 2);
+    CHECK_INVARIANTS(b);
+    buddy_destroy(b);
+}
+
 static void test_free_errors_change_nothing(void)
 {
     buddy_t *b = NEW_ALLOCATOR(1024, 16);
@@ -1222,7 +1379,7 @@ static void test_metadata_bytes(void)
     CHECK(meta > 0 && meta < 512 * KiB, "%" PRIu64 " bytes", meta);
     /* the figure buddy.h quotes (a BUDDY_LOCKED struct adds a mutex) */
     if (!TEST_THREADS)
-        CHECK(meta == 400536, "buddy.h documents 400,536 bytes, got %" PRIu64,
+        CHECK(meta == 400544, "buddy.h documents 400,544 bytes, got %" PRIu64,
               meta);
 
     /* buddy.h gives the bitmaps' size exactly, in 64-bit words:
@@ -2050,6 +2207,10 @@ static const test_case CASES[] = {
     {"too_big_fails", test_too_big_fails},
     {"free_errors_change_nothing", test_free_errors_change_nothing},
     {"pending_split_frees", test_pending_split_frees},
+    {"aligned_blocks", test_aligned_blocks},
+    {"resize_in_place", test_resize_in_place},
+    {"resize_random", test_resize_random},
+    {"alloc_congruent", test_alloc_congruent},
     {"stats_counters", test_stats_counters},
     {"free_with_another_size_of_the_block",
      test_free_with_another_size_of_the_block},

@@ -164,6 +164,51 @@ static void closed_pool(void)
     pool_close(NULL);
 }
 
+/* Aligned blocks and resizes through the pool: freed by their buffer
+ * alone, whatever block they ended up in. */
+static void aligned_and_resized(void)
+{
+    static char arena[8192] __attribute__((aligned(64)));
+    alloc_pool_t *p = NULL;
+    CHECK(pool_new(sizeof arena, 16, (uintptr_t)arena, &p) == BUDDY_OK, "pool_new");
+    if (p == NULL)
+        return;
+    int64_t a = pool_alloc(p, 10);
+    int64_t b = pool_alloc_aligned(p, 10, 1024, 0, 0);
+    CHECK(a == 0 && b == 1024, "aligned block at %" PRId64, b);
+    CHECK(buddy_stats(pool_core(p))->bytes_in_blocks == 16 + 1024, "block size");
+    CHECK(pool_alloc_aligned(p, 10, 24, 0, 0) == POOL_INVALID, "align 24");
+    CHECK(pool_alloc_aligned(p, 16, 0, 64, 48) == 48, "congruent block");
+    CHECK(pool_alloc_aligned(p, 32, 0, 64, 48) == POOL_INVALID, "48 is no 32-byte start");
+    CHECK(pool_free(p, arena + 1024, 16) == BUDDY_ESIZE, "wrong length");
+    CHECK(pool_free(p, arena + 1024, 10) == BUDDY_OK, "aligned block freed");
+    CHECK(pool_free(p, arena + 48, 16) == BUDDY_OK, "congruent block freed");
+    /* resize: grow in place, shrink, refuse, and wrong offsets */
+    CHECK(pool_resize(p, 0, 60) == BUDDY_OK, "grow 10 -> 60 in place");
+    CHECK(pool_free(p, arena, 10) == BUDDY_ESIZE, "old length after resize");
+    uint64_t start = 0, size = 0, req = 0;
+    CHECK(pool_block_at(p, 0, &start, &size, &req) == BUDDY_OK && size == 64 &&
+          req == 60, "block_at after resize: %" PRIu64 "/%" PRIu64, size, req);
+    int64_t c = pool_alloc(p, 64);
+    CHECK(c == 64, "next block at %" PRId64, c);
+    CHECK(pool_resize(p, 0, 100) == BUDDY_ENOMEM, "grow into a live buddy");
+    CHECK(pool_resize(p, 16, 1) == BUDDY_EINTERIOR, "interior offset");
+    CHECK(pool_resize(p, 7, 1) == BUDDY_EALIGN, "unaligned offset");
+    CHECK(pool_resize(p, 4096, 1) == BUDDY_EFREE, "free offset");
+    CHECK(pool_resize(p, 1 << 20, 1) == BUDDY_ERANGE, "past the arena");
+    int64_t d = pool_alloc_aligned(p, 100, 4096, 0, 0);
+    CHECK(d == 4096, "aligned 4096 at %" PRId64, d);
+    CHECK(pool_resize(p, 4096, 3000) == BUDDY_OK, "shrink an aligned block");
+    CHECK(buddy_stats(pool_core(p))->bytes_in_blocks == 64 + 64 + 4096, "in blocks");
+    CHECK(pool_free(p, arena + 4096, 3000) == BUDDY_OK, "resized aligned block freed");
+    CHECK(pool_free(p, arena, 60) == BUDDY_OK, "resized block freed");
+    CHECK(pool_free(p, arena + 64, 64) == BUDDY_OK, "c freed");
+    char msg[200];
+    CHECK(buddy_check(pool_core(p), msg, sizeof msg) == BUDDY_OK, "%s", msg);
+    CHECK(buddy_largest_free(pool_core(p)) == sizeof arena, "all merged");
+    pool_destroy(p);
+}
+
 static void bad_arguments(void)
 {
     alloc_pool_t *p = NULL;
@@ -177,6 +222,7 @@ int main(void)
     run("trace_odd_capacity", trace_odd_capacity);
     run("trace_min_size_1", trace_min_size_1);
     run("closed_pool", closed_pool);
+    run("aligned_and_resized", aligned_and_resized);
     run("bad_arguments", bad_arguments);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed != 0;
