@@ -7,8 +7,21 @@
 (960, 64)
 """
 
-from ._allocator import BuddyAllocator
-from ._errors import BufferArgumentError, OutOfMemory
+from ._allocator import BuddyAllocator, OffsetAllocator
+from ._errors import BufferArgumentError, OutOfMemory, UseAfterFree
 from ._version import __version__
 
-__all__ = ["BuddyAllocator", "BufferArgumentError", "OutOfMemory", "__version__"]
+__all__ = [
+    "BuddyAllocator",
+    "BufferArgumentError",
+    "OffsetAllocator",
+    "OutOfMemory",
+    "UseAfterFree",
+    "__version__",
+]
+
+# Tracebacks and help() name the public package, as numpy does.
+for _cls in (BuddyAllocator, OffsetAllocator, BufferArgumentError, OutOfMemory,
+             UseAfterFree):
+    _cls.__module__ = __name__
+del _cls

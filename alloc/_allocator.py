@@ -25,7 +25,8 @@ import numbers
 import operator
 import os
 import threading
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import (Any, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar,
+                    Union, cast)
 
 try:
     from ._buddy import ffi, lib
@@ -36,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         f"an unbuilt source tree ({exc})"
     ) from exc
 from . import _observe
-from ._errors import BufferArgumentError, OutOfMemory
+from ._errors import BufferArgumentError, OutOfMemory, UseAfterFree
 from ._version import __version__
 
 _BUILT_FOR = ffi.string(lib.alloc_build_version()).decode()
@@ -46,10 +47,12 @@ if _BUILT_FOR != __version__:
         f"{_BUILT_FOR}: rebuild it (pip install -e . or pip install .)"
     )
 
-__all__ = ["BuddyAllocator"]
+__all__ = ["BuddyAllocator", "OffsetAllocator"]
 
 #: Anything that exports a buffer (bytes-like objects, numpy arrays, mmap).
 Buffer = Any
+
+_P = TypeVar("_P", bound="_Pool")
 
 _MAX_CAPACITY = lib.BUDDY_MAX_CAPACITY
 _U64_MAX = (1 << 64) - 1
@@ -60,7 +63,10 @@ _c_free = lib.seam_free
 _from_buffer = ffi.from_buffer
 _REFUSED = lib.POOL_REFUSED
 _NO_TABLE = lib.POOL_NO_TABLE
+_USE_AFTER_FREE = lib.POOL_USE_AFTER_FREE
 _NO_LOCK = contextlib.nullcontext()
+#: What guard mode fills free memory with (0xDB: "dead block").
+_GUARD_BYTE = 0xDB
 #: The pool of an allocator whose __init__ never ran (the C side refuses it).
 _NO_POOL = ffi.cast("alloc_pool_t *", 0)
 
@@ -73,6 +79,17 @@ def _status_error(status: int, what: str) -> Exception:
     if status == lib.BUDDY_ECORRUPT:
         return RuntimeError(f"{what}: {message}")
     return ValueError(f"{what}: {message}")
+
+
+def _use_after_free(h: Any, what: str, off: Optional[int] = None) -> UseAfterFree:
+    """Guard mode's error, naming where the pool found a changed byte."""
+    if off is None:
+        off = int(lib.pool_guard_bad(h))
+        what += ": this allocation was taken back and the pattern restored"
+    return UseAfterFree(
+        f"use after free: the byte at offset {off} was written after its "
+        f"block was freed (guard mode fills freed blocks with "
+        f"0x{_GUARD_BYTE:02X}); {what}", off)
 
 
 def _never_created(a: object) -> ValueError:
@@ -101,6 +118,24 @@ def _as_size(size: object, name: str = "size") -> int:
     return n
 
 
+def _min_size_arg(min_size: object) -> int:
+    """``min_size`` as the power of two at or below it."""
+    m = _as_size(min_size, "min_size")
+    if m < 1:
+        raise ValueError("min_size must be >= 1")
+    return 1 << (m.bit_length() - 1)  # round down to 2**k
+
+
+def _as_align(align: object) -> int:
+    """``align`` as an int power of two (None: 1, no constraint)."""
+    if align is None:
+        return 1
+    a = _as_size(align, "align")
+    if a < 1 or a & (a - 1):
+        raise ValueError(f"align must be a power of two >= 1, got {a}")
+    return a
+
+
 def _block_size(size: int, min_size: int) -> int:
     """The power of two >= max(size, min_size) (any size, no C call)."""
     return 1 << (max(size, min_size) - 1).bit_length()
@@ -111,405 +146,41 @@ def _gil_held() -> bool:
     return bool(lib.alloc_gil_held())
 
 
-class BuddyAllocator:
-    """A buddy allocator over one arena; blocks are writable memoryviews.
-
-    ``arena`` is an ``int`` (the allocator obtains that many bytes, rounded
-    up to a multiple of ``min_size``) or a writable C-contiguous buffer
-    (capacity is its length rounded down to a multiple of ``min_size``).
-    ``min_size`` is rounded down to a power of two; every block is a power
-    of two >= ``min_size`` and starts at a multiple of its own size from the
-    arena start.
-
-    All public operations are atomic under threads.  ``alloc`` and ``free``
-    cost O(log(capacity / min_size)) in C; see README for the figures.
-    """
+class _Pool:
+    """What every allocator over the core shares: the C pool, statistics,
+    checks, the arena map and the life cycle.  Subclasses say what a block
+    is (a view, an offset)."""
 
     # Class-level defaults: close(), repr() and the properties work even if
     # __init__ failed half-way.
     _closed = True
     _h: Any = _NO_POOL
-    _zero: Dict[int, memoryview] = {}  # never written through the class
-    _zero_lock: Any = contextlib.nullcontext()
     _core: Any = None
     _st: Any = None
-    _mv: Optional[memoryview] = None
-    _arena: Any = None
-    _base = 0
     _capacity = 0
     _min_size = 0
+    _guard = False
 
-    def __init__(self, arena: Union[int, Buffer], *, min_size: int = 16) -> None:
-        min_size = _as_size(min_size, "min_size")
-        if min_size < 1:
-            raise ValueError("min_size must be >= 1")
-        min_size = 1 << (min_size.bit_length() - 1)  # round down to 2**k
-
-        if isinstance(arena, bool):
-            raise TypeError("arena must be an int or a writable buffer, not bool")
-        if isinstance(arena, numbers.Integral):  # int, numpy integers
-            capacity, mv, base = self._own_arena(int.__index__(operator.index(arena)), min_size)
-        else:
-            capacity, mv, base = self._buffer_arena(arena, min_size)
-
+    def _open(self, capacity: int, min_size: int, base: int) -> None:
+        """Create the C pool for ``capacity`` bytes at address ``base``;
+        raise what a user should see if it cannot be made."""
         out = ffi.new("alloc_pool_t **")
         status = lib.pool_new(capacity, min_size, base, out)
+        if status == lib.BUDDY_ENOMEM:
+            meta = int(lib.buddy_metadata_bytes(capacity, min_size))
+            raise MemoryError(
+                f"cannot allocate the allocator's metadata for {capacity} bytes "
+                f"in blocks of at least {min_size} ({capacity // min_size} "
+                f"minimum blocks, {meta} bytes of metadata): use a larger min_size"
+            )
         if status != lib.BUDDY_OK:
-            mv.release()  # a refused arena stays free to resize or close
-            self._arena = None
-            if status == lib.BUDDY_ENOMEM:
-                raise MemoryError(
-                    f"cannot allocate allocator metadata for {capacity} bytes"
-                )
-            raise _status_error(status, "BuddyAllocator()")
-        self._zero = {}  # the views of live zero-size blocks, by offset
-        self._zero_lock = threading.Lock()
+            raise _status_error(status, f"{type(self).__name__}()")
         self._h = ffi.gc(out[0], lib.pool_destroy)
         self._core = lib.pool_core(self._h)  # lives as long as self._h
         self._st = lib.buddy_stats(self._core)
-        self._mv = mv
-        self._base = base
         self._capacity = capacity
         self._min_size = min_size
         self._closed = False
-
-    def _own_arena(self, size: int, min_size: int) -> Tuple[int, memoryview, int]:
-        if size <= 0:
-            raise ValueError(f"arena size must be > 0, got {size}")
-        capacity = -(-size // min_size) * min_size
-        if capacity > _MAX_CAPACITY:
-            raise MemoryError(f"cannot allocate an arena of {size} bytes")
-        raw = lib.buddy_arena_alloc(capacity)
-        if raw == ffi.NULL:
-            raise MemoryError(f"cannot allocate an arena of {size} bytes")
-        self._arena = ffi.gc(raw, lib.buddy_arena_free)
-        mv = memoryview(ffi.buffer(self._arena, capacity))
-        return capacity, mv, int(ffi.cast("uintptr_t", self._arena))
-
-    @staticmethod
-    def _buffer_arena(arena: Buffer, min_size: int) -> Tuple[int, memoryview, int]:
-        try:
-            mv = memoryview(arena)
-        except TypeError:
-            raise TypeError(
-                "arena must be an int or a writable buffer, "
-                f"not {type(arena).__name__}"
-            ) from None
-        try:
-            if mv.readonly:
-                raise BufferArgumentError("arena buffer is read-only")
-            if not mv.c_contiguous:
-                raise BufferArgumentError("arena buffer is not C-contiguous")
-            if mv.nbytes < min_size:
-                raise ValueError(
-                    f"arena buffer of {mv.nbytes} bytes is shorter than "
-                    f"min_size={min_size}: no block fits"
-                )
-            if mv.ndim != 1 or mv.format != "B":
-                flat = mv.cast("B")  # a view of bytes over the same memory
-                mv.release()
-                mv = flat
-        except BaseException:
-            mv.release()  # a refused arena stays free to resize or close
-            raise
-        capacity = len(mv) // min_size * min_size
-        with ffi.from_buffer(mv) as ptr:
-            base = int(ffi.cast("uintptr_t", ptr))
-        return capacity, mv, base
-
-    # ---- blocks ---------------------------------------------------------
-    #
-    # The hot paths (alloc, try_alloc, free) are written for the common case
-    # and hand everything else to one slow path each:
-    #   alloc: an exact int in 1 .. 2**64-1 -> one C call -> a slice of the
-    #          arena view.  Other sizes (numpy integers, __index__ objects,
-    #          0, huge, bad) go to _alloc_other, which converts the size
-    #          first and reads the allocator's state after (the conversion
-    #          may run user code).
-    #   free:  one C call with id(block): the C side takes the buffer from
-    #          the object itself and releases it before returning
-    #          (csrc/seam.h).  Whatever it cannot decide alone (not a buffer,
-    #          a zero-length buffer, a refusal that needs a message) goes to
-    #          _free_other.
-    # Measured (pair-64, same run): these paths took a pair from ~560 to
-    # ~250 ns; helpers shared by the fast paths would add ~30 ns a call.
-
-    def alloc(self, size: int) -> memoryview:
-        """Return a writable view of exactly ``size`` bytes (not cleared).
-
-        Raises :class:`alloc.OutOfMemory` when no block fits,
-        :class:`TypeError` for a non-integer, :class:`ValueError` for a
-        negative size or a closed allocator.
-        """
-        # mv is read before the C call: a close() racing this call cannot
-        # take it away after the block was counted (the alloc then simply
-        # happened before the close).
-        mv = self._mv
-        if type(size) is int and 0 < size <= _U64_MAX:
-            off = _c_alloc(self._h, size)
-            if off >= 0:
-                return mv[off : off + size]  # type: ignore[index]
-            mv = None  # the traceback keeps this frame: it must not pin the arena
-            raise self._refusal(size, off)
-        mv = None
-        return self._alloc_other(size, True)  # type: ignore[return-value]
-
-    def try_alloc(self, size: int) -> Optional[memoryview]:
-        """Like :meth:`alloc`, but return ``None`` when no block fits."""
-        mv = self._mv
-        if type(size) is int and 0 < size <= _U64_MAX:
-            off = _c_alloc(self._h, size)
-            if off >= 0:
-                return mv[off : off + size]  # type: ignore[index]
-            if off == _REFUSED and not self._closed:
-                return None
-            mv = None  # the traceback keeps this frame: it must not pin the arena
-            raise self._refusal(size, off)
-        mv = None
-        return self._alloc_other(size, False)
-
-    def _alloc_other(self, size: object, strict: bool) -> Optional[memoryview]:
-        """alloc/try_alloc for every size the fast path does not take."""
-        n = _as_size(size)  # may run user code: read the state after it
-        mv, h = self._mv, self._h
-        with self._zero_lock if n == 0 else _NO_LOCK:
-            off = _c_alloc(h, min(n, _U64_MAX))
-            if off < 0:
-                mv = None  # a traceback must not pin the arena
-                if not strict and off == _REFUSED and not self._closed:
-                    return None
-                raise self._refusal(n, off)
-            view: memoryview = mv[off : off + n]  # type: ignore[index]
-            if n == 0:
-                self._zero[off] = view  # freed by identity (_free_zero)
-        return view
-
-    def calloc(self, size: int) -> memoryview:
-        """Like :meth:`alloc`, but the view is zero-filled."""
-        view = self.alloc(size)
-        n = len(view)  # what was allocated, not what the caller's object says
-        if n:
-            with ffi.from_buffer(view) as ptr:
-                lib.memset(ptr, 0, n)
-        return view
-
-    def alloc_many(self, size: int, count: int) -> List[memoryview]:
-        """``count`` blocks of ``size`` bytes, all or nothing.
-
-        If they do not all fit, raises :class:`alloc.OutOfMemory` and
-        nothing changes (statistics and ``alloc_calls`` included;
-        ``failed_allocs`` counts the refused request once).  One C call
-        for the whole batch.
-        """
-        n = _as_size(size)
-        c = _as_size(count, "count")
-        mv, h = self._mv, self._h
-        fits = c <= self._capacity // max(self._min_size, 1)
-        out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
-        with self._zero_lock if n == 0 else _NO_LOCK:
-            status = lib.pool_alloc_many(h, min(n, _U64_MAX), c, out)
-            if status:
-                mv = None  # a traceback must not pin the arena
-                raise self._refusal(n, status, count=c)
-            offsets = ffi.unpack(out, c) if c else []
-            views = [mv[o : o + n] for o in offsets]  # type: ignore[index]
-            if n == 0:
-                self._zero.update(zip(offsets, views))
-        return views
-
-    def _refusal(self, size: int, code: int, count: int = 1) -> Exception:
-        """The exception for a request the pool refused (and counted)."""
-        if self._h == ffi.NULL:
-            return _never_created(self)
-        if self._closed:
-            return ValueError("the allocator is closed")
-        what = f"{count} blocks of {size} bytes" if count != 1 else f"{size} bytes"
-        if code == _NO_TABLE:
-            return MemoryError(
-                f"cannot allocate {what}: the allocator's table of block "
-                "sizes could not grow (the process is out of memory; the "
-                "arena itself had room)"
-            )
-        return OutOfMemory(
-            f"cannot allocate {what}: that needs "
-            f"{'' if count == 1 else f'{count} '}"
-            f"{_block_size(size, self._min_size)}-byte block"
-            f"{'' if count == 1 else 's'}, and the largest free block is "
-            f"{self.largest_free} bytes "
-            f"(capacity {self._capacity}, {self.bytes_free} bytes free)"
-        )
-
-    def free(self, block: Buffer) -> None:
-        """Return a block: the view :meth:`alloc` gave, or any buffer over
-        exactly the same bytes.
-
-        Raises :class:`ValueError` and changes nothing for a buffer outside
-        the arena, one that is not exactly a live block, a double free, a
-        released view, or a closed allocator; :class:`TypeError` for a
-        non-buffer.
-        """
-        status = _c_free(self._h, id(block))
-        if status:
-            self._free_other(block, status, "free()")
-
-    def free_many(self, blocks: Iterable[Buffer]) -> None:
-        """Free each block in order (one C call for the whole list).
-
-        On the first block that :meth:`free` would refuse, raises its
-        :class:`ValueError` (or :class:`TypeError`) naming its index; the
-        blocks before it stay freed, nothing else changes.
-        """
-        items = blocks if type(blocks) is list else list(blocks)
-        index = ffi.new("uint64_t *")
-        while True:
-            status = lib.seam_free_many(self._h, id(items), index)
-            if not status:
-                return
-            i = int(index[0])
-            self._free_other(items[i], status, f"free_many(): block {i}")
-            index[0] = i + 1  # that one was a zero-size block, now freed
-
-    def _free_other(self, block: object, status: int, what: str) -> None:
-        """Finish a free the C side could not: raise why, or free a
-        zero-size block by identity.  Never leaves a buffer exported."""
-        if status == lib.SEAM_NO_POOL:
-            raise _never_created(self)
-        if status == lib.SEAM_EMPTY:
-            self._free_zero(block, what)
-            return
-        ptr = self._export(block, what)  # raises for a non-buffer
-        try:
-            if status == lib.SEAM_NOT_A_BUFFER:  # C could not, from_buffer can
-                status = lib.pool_free(self._h, ptr, len(ptr))
-                if not status:
-                    return
-            error = self._located(status, what, ptr)
-        finally:
-            ffi.release(ptr)  # before raising: the traceback must not pin it
-        raise error
-
-    def _free_zero(self, block: object, what: str) -> None:
-        """Free the zero-size block whose view is ``block`` (by identity:
-        an empty slice of another block at the same address frees nothing)."""
-        with self._zero_lock:  # the record and the pool change together
-            off = self._zero_offset(block)
-            if off is not None:
-                self._free_locked(off, 0, what)
-                return
-        if self._closed:
-            raise ValueError(f"{what}: the allocator is closed")
-        raise ValueError(
-            f"{what}: an empty buffer is not a block: only the view that "
-            "alloc(0) returned frees a zero-size block (an empty slice of a "
-            "block frees nothing)"
-        )
-
-    def _zero_offset(self, block: object) -> Optional[int]:
-        """Where the zero-size block whose view is ``block`` starts, or
-        None.  The caller holds ``_zero_lock``."""
-        for off, view in self._zero.items():
-            if view is block:
-                return off
-        return None
-
-    def _free_locked(self, off: int, n: int, what: str) -> None:
-        """Free the live block of ``n`` requested bytes at ``off`` and forget
-        its view if it was zero-size.  The caller holds ``_zero_lock``."""
-        status = lib.pool_free(self._h, ffi.cast("char *", self._base + off), n)
-        if status:
-            raise _status_error(status, f"{what} at offset {off}")
-        self._zero.pop(off, None)
-
-    def _export(self, block: object, what: str) -> Any:
-        """``ffi.from_buffer(block)``, or the error a user should see."""
-        try:
-            return _from_buffer(block)
-        except (TypeError, ValueError, BufferError) as exc:
-            error = _not_a_block(block, exc, what)
-        raise error  # outside the except: no chained traceback pins block
-
-    def _located(self, status: int, what: str, ptr: Any) -> Exception:
-        """The exception for a refused free/offset_of, naming where the
-        buffer is."""
-        where = int(ffi.cast("uintptr_t", ptr)) - self._base
-        if 0 <= where < self._capacity:
-            what = f"{what} at offset {where}, {len(ptr)} bytes"
-        return _status_error(status, what)
-
-    def offset_of(self, block: Buffer) -> int:
-        """The offset from the arena start of a live block (the view, or a
-        buffer over exactly its bytes).  Raises like :meth:`free`."""
-        if self._h == ffi.NULL:
-            raise _never_created(self)
-        ptr = self._export(block, "offset_of()")
-        try:
-            if len(ptr) == 0:  # as free(): a zero-size block by identity only
-                with self._zero_lock:
-                    off = self._zero_offset(block)
-                if off is not None:
-                    return off
-                error: Exception = ValueError(
-                    "offset_of(): an empty buffer is not a block: only the "
-                    "view that alloc(0) returned is a zero-size block's view"
-                )
-                raise error
-            out = ffi.new("uint64_t *")
-            status = lib.pool_locate(self._h, ptr, len(ptr), out)
-            if not status:
-                return int(out[0])
-            error = self._located(status, "offset_of()", ptr)
-        finally:
-            ffi.release(ptr)
-        raise error
-
-    def _live_block(self, offset: object, what: str) -> Tuple[int, int]:
-        """(offset, requested size) of the live block starting at offset,
-        or ValueError."""
-        if self._h == ffi.NULL:
-            raise _never_created(self)
-        off = _as_size(offset, "offset")
-        out = ffi.new("uint64_t[3]")  # start, block size, requested
-        status = lib.pool_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
-        if status == lib.BUDDY_OK and out[0] != off:
-            status = lib.BUDDY_EINTERIOR
-        if status:
-            raise _status_error(status, f"{what} at offset {off}")
-        return off, int(out[2])
-
-    def block_at(self, offset: int) -> memoryview:
-        """A view of the live block that starts at ``offset``, exactly its
-        requested length (what another process holding only the offset
-        needs).  :class:`ValueError` if no live block starts there."""
-        mv = self._mv
-        off, n = self._live_block(offset, "block_at()")
-        if n == 0:
-            with self._zero_lock:
-                if off in self._zero:
-                    return self._zero[off]
-        return mv[off : off + n]  # type: ignore[index]
-
-    def free_at(self, offset: int) -> None:
-        """Free the live block that starts at ``offset`` (any block,
-        zero-size ones included).  :class:`ValueError` if none starts
-        there; nothing changes then."""
-        off, n = self._live_block(offset, "free_at()")
-        with self._zero_lock:
-            self._free_locked(off, n, "free_at()")
-
-    @contextlib.contextmanager
-    def block(self, size: int) -> Iterator[memoryview]:
-        """``with pool.block(n) as buf:`` -- ``buf = alloc(n)``, freed on
-        exit, also on an exception.
-
-        (``with pool.alloc(n) as buf:`` is a trap: that is memoryview's own
-        context manager, which *releases* the view on exit without freeing
-        the block -- and a released view can no longer be freed.)
-        """
-        view = self.alloc(size)
-        try:
-            yield view
-        finally:
-            self.free(view)
 
     def blocks(self) -> Iterator[Tuple[int, int, int]]:
         """``(offset, block_size, requested)`` for every live block, in
@@ -708,7 +379,10 @@ class BuddyAllocator:
 
     def check(self) -> None:
         """Walk the core's metadata; raise :class:`RuntimeError` naming the
-        first broken invariant.  O(capacity / min_size)."""
+        first broken invariant.  O(capacity / min_size).  In guard mode,
+        also check that every free byte still holds the pattern:
+        :class:`alloc.UseAfterFree` naming the first that does not
+        (O(capacity)).  Never changes anything."""
         if self._core is None:
             raise ValueError("the allocator was never created")
         msg = ffi.new("char[]", 256)
@@ -716,6 +390,9 @@ class BuddyAllocator:
             raise RuntimeError(
                 "allocator invariant broken: " + ffi.string(msg).decode()
             )
+        where = ffi.new("uint64_t *")
+        if self._guard and lib.pool_guard_scan(self._h, where) == lib.BUDDY_ECORRUPT:
+            raise _use_after_free(None, "check()", int(where[0]))
 
     def _debug_flip(self, which: int, order: int, index: int) -> None:
         """Testing aid: flip one metadata bit (0 = free, 1 = split) so a
@@ -728,26 +405,19 @@ class BuddyAllocator:
     def close(self) -> None:
         """End the allocator: later alloc/free raise :class:`ValueError`.
 
-        The statistics stay readable, frozen.  Live views stay valid; the
-        arena's memory is released (or a buffer arena unlocked) once the
-        last of them is gone.  Idempotent.
+        The statistics stay readable, frozen.  Idempotent.
         """
         if self._closed:
             return
         self._closed = True
         lib.pool_close(self._h)
-        # Drop (not release) the base view: an alloc racing this close may
-        # still slice it, and live slices keep the arena's memory anyway.
-        self._mv = None
-        self._arena = None
-        self._zero = {}
 
     def __reduce__(self) -> Any:
         # A copy would share the C pool and the arena with the original;
         # like mmap.mmap, an allocator is neither copied nor pickled.
         raise TypeError(f"cannot pickle or copy '{type(self).__name__}' object")
 
-    def __enter__(self) -> "BuddyAllocator":
+    def __enter__(self: _P) -> _P:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -767,6 +437,618 @@ class BuddyAllocator:
             f"bytes_wasted={self.bytes_wasted} bytes_free={free} "
             f"largest_free={largest} free_fragmentation={frag:.1f}%>"
         )
+
+
+class BuddyAllocator(_Pool):
+    """A buddy allocator over one arena; blocks are writable memoryviews.
+
+    ``arena`` is an ``int`` (the allocator obtains that many bytes, rounded
+    up to a multiple of ``min_size``) or a writable C-contiguous buffer
+    (capacity is its length rounded down to a multiple of ``min_size``).
+    ``min_size`` is rounded down to a power of two; every block is a power
+    of two >= ``min_size`` and starts at a multiple of its own size from the
+    arena start.
+
+    All public operations are atomic under threads.  ``alloc`` and ``free``
+    cost O(log(capacity / min_size)) in C; see README for the figures.
+    """
+
+    _zero: Dict[int, memoryview] = {}  # never written through the class
+    _zero_lock: Any = contextlib.nullcontext()
+    _mv: Optional[memoryview] = None
+    _arena: Any = None
+    _base = 0
+
+    def __init__(self, arena: Union[int, Buffer], *, min_size: int = 16,
+                 guard: bool = False) -> None:
+        min_size = _min_size_arg(min_size)
+        if isinstance(arena, bool):
+            raise TypeError("arena must be an int or a writable buffer, not bool")
+        if isinstance(arena, numbers.Integral):  # int, numpy integers
+            capacity, mv, base = self._own_arena(int.__index__(operator.index(arena)), min_size)
+        else:
+            capacity, mv, base = self._buffer_arena(arena, min_size)
+        try:
+            self._open(capacity, min_size, base)
+            if guard:
+                lib.pool_set_guard(self._h, _GUARD_BYTE)  # fills the free arena
+        except BaseException:
+            mv.release()  # a refused arena stays free to resize or close
+            self._arena = None
+            raise
+        self._zero = {}  # the views of live zero-size blocks, by offset
+        self._zero_lock = threading.Lock()
+        self._mv = mv
+        self._base = base
+        self._guard = bool(guard)
+
+    def _own_arena(self, size: int, min_size: int) -> Tuple[int, memoryview, int]:
+        if size <= 0:
+            raise ValueError(f"arena size must be > 0, got {size}")
+        capacity = -(-size // min_size) * min_size
+        if capacity > _MAX_CAPACITY:
+            raise MemoryError(f"cannot allocate an arena of {size} bytes")
+        raw = lib.buddy_arena_alloc(capacity)
+        if raw == ffi.NULL:
+            raise MemoryError(f"cannot allocate an arena of {size} bytes")
+        self._arena = ffi.gc(raw, lambda p: lib.buddy_arena_free(p, capacity))
+        mv = memoryview(ffi.buffer(self._arena, capacity))
+        return capacity, mv, int(ffi.cast("uintptr_t", self._arena))
+
+    @staticmethod
+    def _buffer_arena(arena: Buffer, min_size: int) -> Tuple[int, memoryview, int]:
+        try:
+            mv = memoryview(arena)
+        except TypeError:
+            raise TypeError(
+                "arena must be an int or a writable buffer, "
+                f"not {type(arena).__name__}"
+            ) from None
+        try:
+            if mv.readonly:
+                raise BufferArgumentError("arena buffer is read-only")
+            if not mv.c_contiguous:
+                raise BufferArgumentError("arena buffer is not C-contiguous")
+            if mv.nbytes < min_size:
+                raise ValueError(
+                    f"arena buffer of {mv.nbytes} bytes is shorter than "
+                    f"min_size={min_size}: no block fits"
+                )
+            if mv.ndim != 1 or mv.format != "B":
+                flat = mv.cast("B")  # a view of bytes over the same memory
+                mv.release()
+                mv = flat
+        except BaseException:
+            mv.release()  # a refused arena stays free to resize or close
+            raise
+        capacity = len(mv) // min_size * min_size
+        with ffi.from_buffer(mv) as ptr:
+            base = int(ffi.cast("uintptr_t", ptr))
+        return capacity, mv, base
+
+    # ---- blocks ---------------------------------------------------------
+    #
+    # The hot paths (alloc, try_alloc, free) are written for the common case
+    # and hand everything else to one slow path each:
+    #   alloc: an exact int in 1 .. 2**64-1 -> one C call -> a slice of the
+    #          arena view.  Other sizes (numpy integers, __index__ objects,
+    #          0, huge, bad) go to _alloc_other, which converts the size
+    #          first and reads the allocator's state after (the conversion
+    #          may run user code).
+    #   free:  one C call with id(block): the C side takes the buffer from
+    #          the object itself and releases it before returning
+    #          (csrc/seam.h).  Whatever it cannot decide alone (not a buffer,
+    #          a zero-length buffer, a refusal that needs a message) goes to
+    #          _free_other.
+    # Measured (pair-64, same run): these paths took a pair from ~560 to
+    # ~250 ns; helpers shared by the fast paths would add ~30 ns a call.
+
+    def alloc(self, size: int, align: Optional[int] = None) -> memoryview:
+        """Return a writable view of exactly ``size`` bytes (not cleared).
+
+        ``align`` (a power of two) asks for a block whose absolute address
+        is a multiple of it; see :meth:`_alloc_aligned`.  Raises
+        :class:`alloc.OutOfMemory` when no block fits, :class:`TypeError`
+        for a non-integer, :class:`ValueError` for a negative size, a bad
+        ``align`` or a closed allocator.
+        """
+        # mv is read before the C call: a close() racing this call cannot
+        # take it away after the block was counted (the alloc then simply
+        # happened before the close).
+        mv = self._mv
+        if type(size) is int and 0 < size <= _U64_MAX and align is None:
+            off = _c_alloc(self._h, size)
+            if off >= 0:
+                return mv[off : off + size]  # type: ignore[index]
+            mv = None  # the traceback keeps this frame: it must not pin the arena
+            raise self._refusal(size, off)
+        mv = None
+        return self._alloc_other(size, align, True)  # type: ignore[return-value]
+
+    def try_alloc(self, size: int, align: Optional[int] = None) -> Optional[memoryview]:
+        """Like :meth:`alloc`, but return ``None`` when no block fits."""
+        mv = self._mv
+        if type(size) is int and 0 < size <= _U64_MAX and align is None:
+            off = _c_alloc(self._h, size)
+            if off >= 0:
+                return mv[off : off + size]  # type: ignore[index]
+            if off == _REFUSED and not self._closed:
+                return None
+            mv = None  # the traceback keeps this frame: it must not pin the arena
+            raise self._refusal(size, off)
+        mv = None
+        return self._alloc_other(size, align, False)
+
+    def _alloc_other(self, size: object, align: object, strict: bool) -> Optional[memoryview]:
+        """alloc/try_alloc for every request the fast path does not take."""
+        n = _as_size(size)  # may run user code: read the state after it
+        a = _as_align(align)
+        mv, h = self._mv, self._h
+        with self._zero_lock if n == 0 else _NO_LOCK:
+            off = _c_alloc(h, min(n, _U64_MAX)) if a == 1 else self._alloc_aligned(n, a)
+            if off < 0:
+                mv = None  # a traceback must not pin the arena
+                if not strict and off == _REFUSED and not self._closed:
+                    return None
+                raise self._refusal(n, off, align=a)
+            view: memoryview = mv[off : off + n]  # type: ignore[index]
+            if n == 0:
+                self._zero[off] = view  # freed by identity (_free_zero)
+        return view
+
+    def _alloc_aligned(self, n: int, align: int) -> int:
+        """pool_alloc for a block whose absolute address is a multiple of
+        ``align``.  Blocks start at multiples of their size from the arena
+        start, so where the base address is a multiple of ``align`` this is
+        a block of at least ``align`` bytes.  Otherwise only a block no
+        larger than the base's own alignment can start at such an address,
+        at an offset the core searches for; if the request needs a larger
+        block, no block of this arena could ever do: ValueError."""
+        base = self._base
+        if self._h == ffi.NULL or base % align == 0:
+            return int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX), align, 0, 0))
+        base_align = base & -base
+        block = _block_size(n, self._min_size)
+        if block > base_align:
+            raise ValueError(
+                f"no block of {block} bytes in this arena can start at a "
+                f"multiple of {align}: the arena starts at an address that is "
+                f"a multiple of {base_align} only (give it an arena aligned "
+                f"to {align}, e.g. from mmap or numpy, or an int size)"
+            )
+        return int(lib.pool_alloc_aligned(self._h, n, 1, align, -base % align))
+
+    def calloc(self, size: int, align: Optional[int] = None) -> memoryview:
+        """Like :meth:`alloc`, but the view is zero-filled."""
+        view = self.alloc(size, align)
+        n = len(view)  # what was allocated, not what the caller's object says
+        if n:
+            with ffi.from_buffer(view) as ptr:
+                lib.memset(ptr, 0, n)
+        return view
+
+    def alloc_many(self, size: int, count: int) -> List[memoryview]:
+        """``count`` blocks of ``size`` bytes, all or nothing.
+
+        If they do not all fit, raises :class:`alloc.OutOfMemory` and
+        nothing changes (statistics and ``alloc_calls`` included;
+        ``failed_allocs`` counts the refused request once).  One C call
+        for the whole batch.
+        """
+        n = _as_size(size)
+        c = _as_size(count, "count")
+        mv, h = self._mv, self._h
+        fits = c <= self._capacity // max(self._min_size, 1)
+        out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
+        with self._zero_lock if n == 0 else _NO_LOCK:
+            status = lib.pool_alloc_many(h, min(n, _U64_MAX), c, out)
+            if status:
+                mv = None  # a traceback must not pin the arena
+                raise self._refusal(n, status, count=c)
+            offsets = ffi.unpack(out, c) if c else []
+            views = [mv[o : o + n] for o in offsets]  # type: ignore[index]
+            if n == 0:
+                self._zero.update(zip(offsets, views))
+        return views
+
+    def _refusal(self, size: int, code: int, count: int = 1, align: int = 1) -> Exception:
+        """The exception for a request the pool refused (and counted)."""
+        if self._h == ffi.NULL:
+            return _never_created(self)
+        if self._closed:
+            return ValueError("the allocator is closed")
+        what = f"{count} blocks of {size} bytes" if count != 1 else f"{size} bytes"
+        if align > 1:
+            what += f" aligned to {align}"
+        if code == _USE_AFTER_FREE:
+            return _use_after_free(self._h, f"cannot allocate {what}")
+        if code == _NO_TABLE:
+            return MemoryError(
+                f"cannot allocate {what}: the allocator's table of block "
+                "sizes could not grow (the process is out of memory; the "
+                "arena itself had room)"
+            )
+        block = max(_block_size(size, self._min_size), align)
+        return OutOfMemory(
+            f"cannot allocate {what}: that needs "
+            f"{'' if count == 1 else f'{count} '}"
+            f"{block}-byte block"
+            f"{'' if count == 1 else 's'}, and the largest free block is "
+            f"{self.largest_free} bytes "
+            f"(capacity {self._capacity}, {self.bytes_free} bytes free)"
+        )
+
+    def free(self, block: Buffer) -> None:
+        """Return a block: the view :meth:`alloc` gave, or any buffer over
+        exactly the same bytes.
+
+        Raises :class:`ValueError` and changes nothing for a buffer outside
+        the arena, one that is not exactly a live block, a double free, a
+        released view, or a closed allocator; :class:`TypeError` for a
+        non-buffer.
+        """
+        status = _c_free(self._h, id(block))
+        if status:
+            self._free_other(block, status, "free()")
+
+    def free_many(self, blocks: Iterable[Buffer]) -> None:
+        """Free each block in order (one C call for the whole list).
+
+        On the first block that :meth:`free` would refuse, raises its
+        :class:`ValueError` (or :class:`TypeError`) naming its index; the
+        blocks before it stay freed, nothing else changes.
+        """
+        items = blocks if type(blocks) is list else list(blocks)
+        index = ffi.new("uint64_t *")
+        while True:
+            status = lib.seam_free_many(self._h, id(items), index)
+            if not status:
+                return
+            i = int(index[0])
+            self._free_other(items[i], status, f"free_many(): block {i}")
+            index[0] = i + 1  # that one was a zero-size block, now freed
+
+    def _free_other(self, block: object, status: int, what: str) -> None:
+        """Finish a free the C side could not: raise why, or free a
+        zero-size block by identity.  Never leaves a buffer exported."""
+        if status == lib.SEAM_NO_POOL:
+            raise _never_created(self)
+        if status == lib.SEAM_EMPTY:
+            self._free_zero(block, what)
+            return
+        ptr = self._export(block, what)  # raises for a non-buffer
+        try:
+            if status == lib.SEAM_NOT_A_BUFFER:  # C could not, from_buffer can
+                status = lib.pool_free(self._h, ptr, len(ptr))
+                if not status:
+                    return
+            error = self._located(status, what, ptr)
+        finally:
+            ffi.release(ptr)  # before raising: the traceback must not pin it
+        raise error
+
+    def _free_zero(self, block: object, what: str) -> None:
+        """Free the zero-size block whose view is ``block`` (by identity:
+        an empty slice of another block at the same address frees nothing)."""
+        with self._zero_lock:  # the record and the pool change together
+            off = self._zero_offset(block)
+            if off is not None:
+                self._free_locked(off, what)
+                return
+        if self._closed:
+            raise ValueError(f"{what}: the allocator is closed")
+        raise ValueError(
+            f"{what}: an empty buffer is not a block: only the view that "
+            "alloc(0) returned frees a zero-size block (an empty slice of a "
+            "block frees nothing)"
+        )
+
+    def _zero_offset(self, block: object) -> Optional[int]:
+        """Where the zero-size block whose view is ``block`` starts, or
+        None.  The caller holds ``_zero_lock``."""
+        for off, view in self._zero.items():
+            if view is block:
+                return off
+        return None
+
+    def _free_locked(self, off: int, what: str) -> None:
+        """Free the live block at ``off`` and forget its view if it was
+        zero-size.  The caller holds ``_zero_lock``."""
+        status = lib.pool_free_at(self._h, min(off, _U64_MAX))
+        if status:
+            raise _status_error(status, f"{what} at offset {off}")
+        self._zero.pop(off, None)
+
+    def _export(self, block: object, what: str) -> Any:
+        """``ffi.from_buffer(block)``, or the error a user should see."""
+        try:
+            return _from_buffer(block)
+        except (TypeError, ValueError, BufferError) as exc:
+            error = _not_a_block(block, exc, what)
+        raise error  # outside the except: no chained traceback pins block
+
+    def _located(self, status: int, what: str, ptr: Any) -> Exception:
+        """The exception for a refused free/offset_of, naming where the
+        buffer is."""
+        where = int(ffi.cast("uintptr_t", ptr)) - self._base
+        if 0 <= where < self._capacity:
+            what = f"{what} at offset {where}, {len(ptr)} bytes"
+        return _status_error(status, what)
+
+    def offset_of(self, block: Buffer) -> int:
+        """The offset from the arena start of a live block (the view, or a
+        buffer over exactly its bytes).  Raises like :meth:`free`."""
+        return self._find(block, "offset_of()")[0]
+
+    def _find(self, block: object, what: str) -> Tuple[int, int]:
+        """(offset, length) of the live block whose bytes ``block`` is
+        exactly, or the error :meth:`free` would raise."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        ptr = self._export(block, what)
+        try:
+            if len(ptr) == 0:  # as free(): a zero-size block by identity only
+                with self._zero_lock:
+                    off = self._zero_offset(block)
+                if off is not None:
+                    return off, 0
+                error: Exception = ValueError(
+                    f"{what}: an empty buffer is not a block: only the "
+                    "view that alloc(0) returned is a zero-size block's view"
+                )
+                raise error
+            out = ffi.new("uint64_t *")
+            status = lib.pool_locate(self._h, ptr, len(ptr), out)
+            if not status:
+                return int(out[0]), len(ptr)
+            error = self._located(status, what, ptr)
+        finally:
+            ffi.release(ptr)
+        raise error
+
+    def realloc(self, block: Buffer, new_size: int) -> memoryview:
+        """Resize a live block: return a view of ``new_size`` bytes holding
+        the block's contents up to ``min(old, new_size)`` bytes.
+
+        In place when it can be (shrinking always can; growing can when the
+        block is the lower half of free buddies up to the new size), else
+        the contents move to a new block and the old one is freed.  Either
+        way use only the returned view afterwards (as with C's realloc).
+        On :class:`alloc.OutOfMemory` nothing changes.  Wrong blocks raise
+        like :meth:`free`.
+        """
+        n = _as_size(new_size, "new_size")
+        off, old = self._find(block, "realloc()")
+        mv, h = self._mv, self._h
+        with self._zero_lock if old == 0 or n == 0 else _NO_LOCK:
+            status = lib.pool_resize(h, off, min(n, _U64_MAX))
+            if not status:
+                view: memoryview = mv[off : off + n]  # type: ignore[index]
+                self._zero.pop(off, None)
+                if n == 0:
+                    self._zero[off] = view
+                return view
+        if status != lib.BUDDY_ENOMEM:
+            mv = None  # a traceback must not pin the arena
+            if status == lib.POOL_EUSE_AFTER_FREE:
+                raise _use_after_free(h, f"realloc() to {n} bytes")
+            raise _status_error(status, f"realloc() at offset {off}")
+        moved = self.alloc(n)  # OutOfMemory: nothing has changed
+        keep = min(old, n)
+        if keep:
+            moved[:keep] = mv[off : off + keep]  # type: ignore[index]
+        mv = None
+        with self._zero_lock:
+            self._free_locked(off, "realloc()")
+        return moved
+
+    def _live_block(self, offset: object, what: str) -> Tuple[int, int]:
+        """(offset, requested size) of the live block starting at offset,
+        or ValueError."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        off = _as_size(offset, "offset")
+        out = ffi.new("uint64_t[3]")  # start, block size, requested
+        status = lib.pool_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
+        if status == lib.BUDDY_OK and out[0] != off:
+            status = lib.BUDDY_EINTERIOR
+        if status:
+            raise _status_error(status, f"{what} at offset {off}")
+        return off, int(out[2])
+
+    def block_at(self, offset: int) -> memoryview:
+        """A view of the live block that starts at ``offset``, exactly its
+        requested length (what another process holding only the offset
+        needs).  :class:`ValueError` if no live block starts there."""
+        mv = self._mv
+        off, n = self._live_block(offset, "block_at()")
+        if n == 0:
+            with self._zero_lock:
+                if off in self._zero:
+                    return self._zero[off]
+        return mv[off : off + n]  # type: ignore[index]
+
+    def free_at(self, offset: int) -> None:
+        """Free the live block that starts at ``offset`` (any block,
+        zero-size ones included).  :class:`ValueError` if none starts
+        there; nothing changes then."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        off = _as_size(offset, "offset")
+        with self._zero_lock:
+            self._free_locked(off, "free_at()")
+
+    @contextlib.contextmanager
+    def block(self, size: int) -> Iterator[memoryview]:
+        """``with pool.block(n) as buf:`` -- ``buf = alloc(n)``, freed on
+        exit, also on an exception.
+
+        (``with pool.alloc(n) as buf:`` is a trap: that is memoryview's own
+        context manager, which *releases* the view on exit without freeing
+        the block -- and a released view can no longer be freed.)
+        """
+        view = self.alloc(size)
+        try:
+            yield view
+        finally:
+            self.free(view)
+
+    def close(self) -> None:
+        """End the allocator: later alloc/free raise :class:`ValueError`.
+
+        The statistics stay readable, frozen.  Live views stay valid; the
+        arena's memory is released (or a buffer arena unlocked) once the
+        last of them is gone.  Idempotent.
+        """
+        if self._closed:
+            return
+        _Pool.close(self)
+        # Drop (not release) the base view: an alloc racing this close may
+        # still slice it, and live slices keep the arena's memory anyway.
+        self._mv = None
+        self._arena = None
+        self._zero = {}
+
+
+class OffsetAllocator(_Pool):
+    """The same buddy allocator over a capacity with no memory behind it:
+    blocks are offsets (ints), for memory Python cannot touch -- a GPU
+    heap, a file, another process's region.
+
+    ``capacity`` is rounded *down* to a multiple of ``min_size`` (only
+    space that exists is handed out); up to 2**62.  The core's metadata
+    comes from the OS as it is touched, so a 1 TiB capacity of 4 KiB blocks
+    is instant; it needs about 3 bits per minimum block of address space,
+    so a capacity beyond ~2**46 minimum blocks needs a larger ``min_size``
+    (MemoryError says so).  Offsets are naturally aligned: a block of
+    ``b`` bytes starts at a multiple of ``b``.  The pool remembers every
+    live block's requested size, so :meth:`free` takes the offset alone.
+    All operations are atomic under threads.
+    """
+
+    def __init__(self, capacity: int, *, min_size: int = 16) -> None:
+        min_size = _min_size_arg(min_size)
+        cap = _as_size(capacity, "capacity")
+        if cap < min_size:
+            raise ValueError(
+                f"capacity {cap} is smaller than min_size={min_size}: no block fits"
+            )
+        if cap > _MAX_CAPACITY:
+            raise ValueError(f"capacity {cap} is larger than 2**62")
+        self._open(cap // min_size * min_size, min_size, 0)
+
+    def alloc(self, size: int, align: Optional[int] = None) -> int:
+        """Allocate a block of ``size`` bytes; return its offset.  ``align``
+        (a power of two): the offset is a multiple of it.  Raises
+        :class:`alloc.OutOfMemory` when no block fits."""
+        return cast(int, self._alloc(size, align, True))
+
+    def try_alloc(self, size: int, align: Optional[int] = None) -> Optional[int]:
+        """Like :meth:`alloc`, but return ``None`` when no block fits."""
+        return self._alloc(size, align, False)
+
+    def _alloc(self, size: object, align: object, strict: bool) -> Optional[int]:
+        n = _as_size(size)
+        a = _as_align(align)
+        if a == 1:
+            off = int(_c_alloc(self._h, min(n, _U64_MAX)))
+        else:
+            off = int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX), a, 0, 0))
+        if off >= 0:
+            return off
+        if not strict and off == _REFUSED and not self._closed:
+            return None
+        raise self._refusal(n, off, align=a)
+
+    def alloc_many(self, size: int, count: int) -> List[int]:
+        """``count`` blocks of ``size`` bytes, all or nothing (as
+        :meth:`BuddyAllocator.alloc_many`); their offsets."""
+        n = _as_size(size)
+        c = _as_size(count, "count")
+        fits = c <= self._capacity // max(self._min_size, 1)
+        out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
+        status = lib.pool_alloc_many(self._h, min(n, _U64_MAX), c, out)
+        if status:
+            raise self._refusal(n, status, count=c)
+        return ffi.unpack(out, c) if c else []
+
+    def _refusal(self, size: int, code: int, count: int = 1, align: int = 1) -> Exception:
+        if self._h == ffi.NULL:
+            return _never_created(self)
+        if self._closed:
+            return ValueError("the allocator is closed")
+        what = f"{count} blocks of {size} bytes" if count != 1 else f"{size} bytes"
+        if align > 1:
+            what += f" aligned to {align}"
+        if code == _NO_TABLE:
+            return MemoryError(
+                f"cannot allocate {what}: the allocator's table of block "
+                "sizes could not grow (the process is out of memory)"
+            )
+        block = max(_block_size(size, self._min_size), align)
+        return OutOfMemory(
+            f"cannot allocate {what}: that needs "
+            f"{'' if count == 1 else f'{count} '}{block}-byte block"
+            f"{'' if count == 1 else 's'}, and the largest free block is "
+            f"{self.largest_free} bytes "
+            f"(capacity {self._capacity}, {self.bytes_free} bytes free)"
+        )
+
+    def free(self, offset: int) -> None:
+        """Free the live block that starts at ``offset``.  :class:`ValueError`
+        (nothing changed) if no live block starts there, it is already free,
+        or the allocator is closed."""
+        self._free(offset, "free()")
+
+    def _free(self, offset: object, what: str) -> None:
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        off = _as_size(offset, "offset")
+        status = lib.pool_free_at(self._h, min(off, _U64_MAX))
+        if status:
+            raise _status_error(status, f"{what} at offset {off}")
+
+    def free_many(self, offsets: Iterable[int]) -> None:
+        """Free each offset in order; on the first one :meth:`free` would
+        refuse, raise its error naming its index (the ones before it stay
+        freed, nothing else changes)."""
+        for i, off in enumerate(list(offsets)):
+            self._free(off, f"free_many(): offset {i}")
+
+    def realloc(self, offset: int, new_size: int) -> int:
+        """Resize the live block at ``offset`` to ``new_size`` bytes; return
+        its offset.  In place when possible (the same offset); otherwise a
+        new block is allocated and the old one freed -- the caller moves its
+        data from the old offset to the new one (the old block's memory is
+        untouched: nothing else has been placed there yet if no other
+        allocation ran in between).  On :class:`alloc.OutOfMemory` nothing
+        changes; wrong offsets raise like :meth:`free`."""
+        n = _as_size(new_size, "new_size")
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        off = _as_size(offset, "offset")
+        status = lib.pool_resize(self._h, min(off, _U64_MAX), min(n, _U64_MAX))
+        if not status:
+            return off
+        if status != lib.BUDDY_ENOMEM:
+            raise _status_error(status, f"realloc() at offset {off}")
+        moved = self.alloc(n)  # OutOfMemory: nothing has changed
+        self._free(off, "realloc()")
+        return moved
+
+    def size_of(self, offset: int) -> int:
+        """The size the live block at ``offset`` was requested with
+        (:class:`ValueError` if no live block starts there)."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        off = _as_size(offset, "offset")
+        out = ffi.new("uint64_t[3]")  # start, block size, requested
+        status = lib.pool_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
+        if status == lib.BUDDY_OK and out[0] != off:
+            status = lib.BUDDY_EINTERIOR
+        if status:
+            raise _status_error(status, f"size_of() at offset {off}")
+        return int(out[2])
 
 
 def _not_a_block(block: object, exc: BaseException, what: str = "free()") -> Exception:

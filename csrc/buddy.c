@@ -19,6 +19,7 @@
  */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200112L /* posix_memalign */
+#define _DEFAULT_SOURCE 1       /* MAP_ANONYMOUS, MAP_NORESERVE */
 #endif
 #include "buddy.h"
 
@@ -994,26 +995,62 @@ buddy_status buddy_debug_flip(buddy_t *b, unsigned which, unsigned order,
 
 #ifdef _WIN32
 #include <malloc.h>
+#else
+#include <sys/mman.h>
 #endif
+
+/* The largest power of two <= size (size >= 1). */
+static uint64_t arena_align(uint64_t size)
+{
+    uint64_t a = (uint64_t)1 << (63u - bits_clz(size));
+    return a < 64 ? 64 : a;
+}
 
 void *buddy_arena_alloc(uint64_t size)
 {
-    if (size == 0 || size > BUDDY_MAX_CAPACITY || size > SIZE_MAX)
+    if (size == 0 || size > BUDDY_MAX_CAPACITY || size > SIZE_MAX / 2)
         return NULL;
-    size_t align = size >= 4096 ? 4096 : 64;
+    uint64_t align = arena_align(size);
 #ifdef _WIN32
-    return _aligned_malloc((size_t)size, align);
+    return _aligned_malloc((size_t)size, (size_t)align);
 #else
-    void *p = NULL;
-    return posix_memalign(&p, align, (size_t)size) == 0 ? p : NULL;
+    if (size < 4096) {
+        void *p = NULL;
+        return posix_memalign(&p, (size_t)align, (size_t)size) == 0 ? p : NULL;
+    }
+    /* Reserve size + align bytes of address space (no memory behind it),
+     * map the aligned `size` bytes of it for real, give back the rest. */
+    size_t len = (size_t)size, span = len + (size_t)align;
+    char *r = mmap(NULL, span, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED)
+        return NULL;
+    char *p = r + ((align - (uintptr_t)r % align) % align);
+    if (mmap(p, len, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        munmap(r, span);
+        return NULL;
+    }
+    size_t tail = ((size_t)(p - r) + len + 4095) & ~(size_t)4095; /* page end */
+    if (p > r)
+        munmap(r, (size_t)(p - r));
+    if (tail < span)
+        munmap(r + tail, span - tail);
+    return p;
 #endif
 }
 
-void buddy_arena_free(void *arena)
+void buddy_arena_free(void *arena, uint64_t size)
 {
+    if (arena == NULL)
+        return;
 #ifdef _WIN32
+    (void)size;
     _aligned_free(arena);
 #else
-    free(arena);
+    if (size < 4096)
+        free(arena);
+    else
+        munmap(arena, (size_t)size);
 #endif
 }

@@ -276,11 +276,14 @@ buddy_status buddy_debug_flip(buddy_t *b, unsigned which, unsigned order,
 /* ---- arenas ------------------------------------------------------------- */
 
 /* Convenience for callers that want the core to provide the memory too:
- * `size` bytes aligned to 4096 when size >= 4096, else to 64, not cleared;
- * pages are committed by the OS as they are first touched.  NULL when the
- * machine cannot provide it or size is 0.  Free with buddy_arena_free. */
+ * `size` bytes aligned to the largest power of two <= size (at least 64),
+ * so that every block of an allocator over it is aligned in absolute terms
+ * to its own size; not cleared; pages are committed by the OS as they are
+ * first touched (only `size` bytes are ever committed: the alignment costs
+ * address space, not memory).  NULL when the machine cannot provide it or
+ * size is 0.  Free with buddy_arena_free and the same size. */
 void *buddy_arena_alloc(uint64_t size);
-void buddy_arena_free(void *arena);
+void buddy_arena_free(void *arena, uint64_t size);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include "pool.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(BUDDY_LOCKED) && BUDDY_LOCKED
 #include <pthread.h>
@@ -37,6 +38,9 @@ struct alloc_pool {
     unsigned bits;
     unsigned shift; /* log2(min_size) */
     int fail_growth; /* pool_debug_fail_growth(): the next growth fails */
+    int guard;       /* pool_set_guard(): free bytes hold guard_byte */
+    unsigned char guard_byte;
+    uint64_t guard_bad; /* where the last guard check found a write */
 #if defined(BUDDY_LOCKED) && BUDDY_LOCKED
     pthread_mutex_t lock;
 #endif
@@ -111,6 +115,13 @@ static uint64_t table_align(const alloc_pool_t *p, uint64_t i)
     uint64_t size = p->slots[i].size, m = (uint64_t)1 << p->shift;
     unsigned k = size <= m ? 0 : 64u - (unsigned)__builtin_clzll((size - 1) >> p->shift);
     return m << (k + delta);
+}
+
+/* The block size of the live block in slot i. */
+static uint64_t table_block(const alloc_pool_t *p, uint64_t i)
+{
+    uint64_t align = table_align(p, i);
+    return align ? align : buddy_block_size(p->core, p->slots[i].size);
 }
 
 /* Empties slot i and shifts later entries of its probe run back, so that
@@ -214,6 +225,55 @@ static void table_insert(alloc_pool_t *p, uint64_t off, uint64_t size,
     p->count++;
 }
 
+/* ---- guard_: guard mode ----------------------------------------------
+ * Every free byte of the arena holds guard_byte.  A block is filled when it
+ * is freed and checked when it is handed out; a byte that differs was
+ * written after its block was freed. */
+
+static void guard_fill(alloc_pool_t *p, uint64_t off, uint64_t len)
+{
+    memset((unsigned char *)p->base + off, p->guard_byte, (size_t)len);
+}
+
+/* The first byte of a free block within [a, b) that does not hold the
+ * pattern, or UINT64_MAX.  Live blocks in the range are skipped. */
+static uint64_t guard_find_free(alloc_pool_t *p, uint64_t a, uint64_t b)
+{
+    while (a < b) {
+        uint64_t start = 0, size = 0;
+        int is_free = 0;
+        if (buddy_block_at(p->core, a, &start, &size, &is_free) != BUDDY_OK)
+            break;
+        uint64_t end = start + size < b ? start + size : b;
+        if (is_free) {
+            uint64_t bad = pool_guard_find(p, a, end - a, p->guard_byte);
+            if (bad != UINT64_MAX)
+                return bad;
+        }
+        a = end;
+    }
+    return UINT64_MAX;
+}
+
+/* Checks a block just allocated at `off` for `size` bytes with `align`:
+ * 0 if it holds the pattern; otherwise takes the allocation back (it then
+ * counts as an alloc and a free), restores the pattern, records where the
+ * first bad byte was and returns 1. */
+static int guard_refuse(alloc_pool_t *p, uint64_t off, uint64_t size,
+                        uint64_t align)
+{
+    uint64_t block = buddy_block_size(p->core, size);
+    if (align > block)
+        block = align;
+    uint64_t bad = pool_guard_find(p, off, block, p->guard_byte);
+    if (bad == UINT64_MAX)
+        return 0;
+    buddy_free_aligned(p->core, off, size, align);
+    guard_fill(p, off, block);
+    p->guard_bad = bad;
+    return 1;
+}
+
 int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
 {
     if (p == NULL)
@@ -228,6 +288,8 @@ int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
             off = POOL_NO_TABLE;
         } else {
             off = buddy_alloc(p->core, size);
+            if (off >= 0 && p->guard && guard_refuse(p, (uint64_t)off, size, 0))
+                off = POOL_USE_AFTER_FREE;
             if (off >= 0)
                 table_insert(p, (uint64_t)off, size, 0);
         }
@@ -252,9 +314,21 @@ int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
             buddy_count_refusal(p->core);
             status = POOL_NO_TABLE;
         } else if (buddy_alloc_many(p->core, size, count, out) == BUDDY_OK) {
-            for (uint64_t c = 0; c < count; c++)
-                table_insert(p, out[c], size, 0);
             status = 0;
+            uint64_t block = buddy_block_size(p->core, size);
+            for (uint64_t c = 0; p->guard && c < count && status == 0; c++) {
+                uint64_t bad = pool_guard_find(p, out[c], block, p->guard_byte);
+                if (bad != UINT64_MAX) { /* take the whole batch back */
+                    for (uint64_t d = 0; d < count; d++) {
+                        buddy_free(p->core, out[d], size);
+                        guard_fill(p, out[d], block);
+                    }
+                    p->guard_bad = bad;
+                    status = POOL_USE_AFTER_FREE;
+                }
+            }
+            for (uint64_t c = 0; status == 0 && c < count; c++)
+                table_insert(p, out[c], size, 0);
         }
     }
     UNLOCK(p);
@@ -277,6 +351,9 @@ int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
                           : buddy_alloc_aligned(p->core, size, align);
             if (off == -2)
                 off = POOL_INVALID;
+            if (off >= 0 && p->guard &&
+                guard_refuse(p, (uint64_t)off, size, modulus ? 0 : align))
+                off = POOL_USE_AFTER_FREE;
             if (off >= 0) {
                 uint64_t want = buddy_block_size(p->core, size);
                 uint64_t got = want > align ? want : align;
@@ -332,9 +409,13 @@ buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len)
     buddy_status status = pool_find(p, ptr, len, &i);
     if (status == BUDDY_OK) {
         uint64_t off = (uint64_t)((uintptr_t)ptr - p->base);
+        uint64_t block = table_block(p, i);
         status = buddy_free_aligned(p->core, off, len, table_align(p, i));
-        if (status == BUDDY_OK)
+        if (status == BUDDY_OK) {
             table_delete(p, i);
+            if (p->guard)
+                guard_fill(p, off, block);
+        }
     }
     UNLOCK(p);
     return status;
@@ -354,27 +435,130 @@ buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
     return status;
 }
 
+/* Why no live block starts at `offset` (it has no slot): the core's word
+ * for what is there.  The caller holds the lock. */
+static buddy_status pool_why_not(alloc_pool_t *p, uint64_t offset)
+{
+    buddy_status status = buddy_probe(p->core, offset, 0);
+    return status == BUDDY_OK || status == BUDDY_ESIZE
+        ? BUDDY_EINTERIOR /* unreachable: a live block here has a slot */
+        : status;
+}
+
+/* The slot of the live block starting at `offset`, or why there is none.
+ * The caller holds the lock. */
+static buddy_status pool_slot_at(alloc_pool_t *p, uint64_t offset, uint64_t *slot)
+{
+    if (p->slots == NULL)
+        return BUDDY_ECLOSED;
+    if (offset >= p->capacity || (offset & (((uint64_t)1 << p->shift) - 1)))
+        return pool_why_not(p, offset);
+    uint64_t i = table_probe(p, (offset >> p->shift) + 1);
+    if (p->slots[i].key == 0)
+        return pool_why_not(p, offset);
+    *slot = i;
+    return BUDDY_OK;
+}
+
+buddy_status pool_free_at(alloc_pool_t *p, uint64_t offset)
+{
+    if (p == NULL)
+        return BUDDY_EINVAL;
+    LOCK(p);
+    uint64_t i = 0;
+    buddy_status status = pool_slot_at(p, offset, &i);
+    if (status == BUDDY_OK) {
+        uint64_t block = table_block(p, i);
+        status = buddy_free_aligned(p->core, offset, p->slots[i].size,
+                                    table_align(p, i));
+        if (status == BUDDY_OK) {
+            table_delete(p, i);
+            if (p->guard)
+                guard_fill(p, offset, block);
+        }
+    }
+    UNLOCK(p);
+    return status;
+}
+
+uint64_t pool_guard_find(const alloc_pool_t *p, uint64_t offset, uint64_t len,
+                         unsigned char byte)
+{
+    const unsigned char *a = (const unsigned char *)p->base + offset;
+    for (uint64_t x = 0; x < len; x++)
+        if (a[x] != byte)
+            return offset + x;
+    return UINT64_MAX;
+}
+
+buddy_status pool_guard_scan(alloc_pool_t *p, uint64_t *where)
+{
+    if (p == NULL)
+        return BUDDY_EINVAL;
+    LOCK(p);
+    buddy_status status = p->slots == NULL ? BUDDY_ECLOSED : BUDDY_OK;
+    if (status == BUDDY_OK && p->guard) {
+        uint64_t bad = guard_find_free(p, 0, p->capacity);
+        if (bad != UINT64_MAX) {
+            *where = bad;
+            status = BUDDY_ECORRUPT;
+        }
+    }
+    UNLOCK(p);
+    return status;
+}
+
+buddy_status pool_set_guard(alloc_pool_t *p, unsigned char byte)
+{
+    if (p == NULL)
+        return BUDDY_EINVAL;
+    LOCK(p);
+    buddy_status status = p->slots == NULL ? BUDDY_ECLOSED : BUDDY_OK;
+    if (status == BUDDY_OK) {
+        p->guard = 1;
+        p->guard_byte = byte;
+        for (uint64_t off = 0; off < p->capacity;) { /* every free block */
+            uint64_t start = 0, size = 0;
+            int is_free = 0;
+            if (buddy_block_at(p->core, off, &start, &size, &is_free) != BUDDY_OK)
+                break;
+            if (is_free)
+                guard_fill(p, start, size);
+            off = start + size;
+        }
+    }
+    UNLOCK(p);
+    return status;
+}
+
+uint64_t pool_guard_bad(const alloc_pool_t *p) { return p->guard_bad; }
+
 buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
 {
     if (p == NULL)
         return BUDDY_EINVAL;
     LOCK(p);
-    buddy_status status = BUDDY_ECLOSED;
-    if (p->slots != NULL) {
-        uint64_t i = table_probe(p, (offset >> p->shift) + 1);
-        if (offset >= p->capacity || (offset & (((uint64_t)1 << p->shift) - 1)) ||
-            p->slots[i].key == 0) {
-            /* no live block starts here: let the core say what is here */
-            status = buddy_probe(p->core, offset, 0);
-            if (status == BUDDY_OK || status == BUDDY_ESIZE)
-                status = BUDDY_EINTERIOR; /* unreachable: it would have a slot */
-        } else {
-            status = buddy_resize(p->core, offset, p->slots[i].size,
-                                  table_align(p, i), new_size);
-            if (status == BUDDY_OK) {
-                p->slots[i].key &= KEY_MASK; /* a plain block now */
-                p->slots[i].size = new_size;
+    uint64_t i = 0;
+    buddy_status status = pool_slot_at(p, offset, &i);
+    if (status == BUDDY_OK) {
+        uint64_t old_block = table_block(p, i);
+        uint64_t new_block = buddy_block_size(p->core, new_size);
+        if (p->guard && new_block > old_block) {
+            /* growing takes free buddies: their bytes must hold the pattern */
+            uint64_t bad = guard_find_free(p, offset + old_block, offset + new_block);
+            if (bad != UINT64_MAX) {
+                p->guard_bad = bad;
+                UNLOCK(p);
+                return POOL_EUSE_AFTER_FREE;
             }
+        }
+        status = buddy_resize(p->core, offset, p->slots[i].size,
+                              table_align(p, i), new_size);
+        if (status == BUDDY_OK) {
+            p->slots[i].key &= KEY_MASK; /* a plain block now */
+            p->slots[i].size = new_size;
+            if (p->guard && new_block < old_block)
+                guard_fill(p, offset + new_block, old_block - new_block);
         }
     }
     UNLOCK(p);

@@ -43,6 +43,9 @@ buddy_t *pool_core(alloc_pool_t *p);
 #define POOL_REFUSED -1
 #define POOL_NO_TABLE -2
 #define POOL_INVALID -3 /* pool_alloc_aligned: align/modulus/rem unusable */
+#define POOL_USE_AFTER_FREE -4 /* guard mode: see pool_set_guard */
+/* ... and what pool_resize returns for it (no buddy_status has it). */
+#define POOL_EUSE_AFTER_FREE 50
 
 /* buddy_alloc that also records `size`: an offset, or POOL_REFUSED or
  * POOL_NO_TABLE.  (pool_alloc, pool_alloc_many, pool_free and pool_locate
@@ -69,6 +72,30 @@ int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
  * block starts at offset (BUDDY_ERANGE, BUDDY_EALIGN, BUDDY_EINTERIOR,
  * BUDDY_EFREE, BUDDY_ECLOSED). */
 buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size);
+
+/* Frees the live block that starts at `offset`, whatever its size; or
+ * returns why no live block starts there (as pool_resize), changing
+ * nothing. */
+buddy_status pool_free_at(alloc_pool_t *p, uint64_t offset);
+
+/* Guard mode.  pool_set_guard fills every free block of the arena with
+ * `byte` (O(capacity)); from then on every block is filled when it is
+ * freed (pool_free, pool_free_at, the tail a shrinking pool_resize lets
+ * go) and checked when it is handed out.  An allocation whose block holds
+ * a byte that is not `byte` -- written after its block was freed -- is
+ * taken back (it counts as an alloc and a free), the pattern restored, and
+ * it returns POOL_USE_AFTER_FREE (pool_resize growing into such bytes:
+ * POOL_EUSE_AFTER_FREE, nothing changed); pool_guard_bad then says where
+ * the first such byte was.  With guard mode off, none of this runs.
+ * pool_guard_scan checks every free block: BUDDY_ECORRUPT with the first
+ * bad offset in *where, or BUDDY_OK (always, with guard mode off).
+ * pool_guard_find: the first byte of the arena's [offset, offset + len)
+ * that is not `byte`, or UINT64_MAX. */
+buddy_status pool_set_guard(alloc_pool_t *p, unsigned char byte);
+uint64_t pool_guard_bad(const alloc_pool_t *p);
+buddy_status pool_guard_scan(alloc_pool_t *p, uint64_t *where);
+uint64_t pool_guard_find(const alloc_pool_t *p, uint64_t offset, uint64_t len,
+                         unsigned char byte);
 
 /* Testing aid: the next time the size table must grow, it fails. */
 void pool_debug_fail_growth(alloc_pool_t *p);

@@ -1494,7 +1494,9 @@ static void test_arena_alloc(void)
     static const uint64_t sizes[] = {1,    63,   64,     100,     4095,
                                      4096, 4097, 65536,  MiB + 1, GiB};
     for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
-        uint64_t size = sizes[i], align = size >= 4096 ? 4096 : 64;
+        uint64_t size = sizes[i], align = 64;
+        while (align * 2 <= size)
+            align *= 2; /* the largest power of two <= size, at least 64 */
         unsigned char *p = buddy_arena_alloc(size);
         if (!CHECK(p != NULL, "buddy_arena_alloc(%" PRIu64 ") is NULL", size))
             continue;
@@ -1508,7 +1510,7 @@ static void test_arena_alloc(void)
         p[0] = 1;
         CHECK(p[0] == 1 && (size == 1 || p[size - 1] == 2),
               "arena memory does not hold");
-        buddy_arena_free(p);
+        buddy_arena_free(p, size);
     }
     static const uint64_t absurd[] = {0, BIT(62), BIT(63), UINT64_MAX};
     for (size_t i = 0; i < ARRAY_LEN(absurd); i++) {
@@ -1516,7 +1518,7 @@ static void test_arena_alloc(void)
         CHECK(p == NULL, "buddy_arena_alloc(%" PRIu64 ") is not NULL",
               absurd[i]);
         if (p != NULL)
-            buddy_arena_free(p);
+            buddy_arena_free(p, absurd[i]);
     }
 }
 
