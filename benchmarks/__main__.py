@@ -129,7 +129,9 @@ def arena_map(args: argparse.Namespace,
               "live_blocks": len(a), "bytes_allocated": a.bytes_allocated,
               "bytes_wasted": a.bytes_wasted, "bytes_free": a.bytes_free,
               "largest_free": a.largest_free}
-    return record, [report.wrap(drawn.lines[0])] + drawn.lines[1:]
+    # paths stay whole, on lines of their own; the sentences are wrapped
+    return record, [line if line.startswith("  ") else report.wrap(line)
+                    for line in drawn.lines]
 
 
 class ChildError(Exception):

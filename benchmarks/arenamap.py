@@ -161,7 +161,7 @@ class Drawn(NamedTuple):
     """What :func:`write` did."""
 
     paths: List[str]  # the files written: the SVG, then the PNG if any
-    lines: List[str]  # what the run prints about it
+    lines: List[str]  # what the run prints: what it shows, where it went
     allocator: Any  # the BuddyAllocator as drawn
     refusal: Optional[Refusal]  # None if the whole trace was served
 
@@ -179,8 +179,8 @@ def write(folder: str, quick: bool, *, png: bool,
     if png:
         a.render(out["png"], width=WIDTH)
         written.append(out["png"])
-    lines = [describe(a, first, p)]
-    lines += [f"Wrote the arena map to {path}" for path in written]
+    lines = [describe(a, first, p), "Wrote the arena map at that moment to"]
+    lines += [f"  {path}" for path in written]  # alone, so that a long path fits
     if not png:
         lines.append("Wrote no PNG of the arena map: matplotlib is not "
                      "installed (pip install matplotlib); the SVG has it all.")
