@@ -551,3 +551,24 @@ def test_churn_75pct_first_refuses_in_its_fill():
         assert (a.bytes_free, a.largest_free, len(a)) == (3008, 2048, 16750)
         assert a.counters()["failed_allocs"] == 1
         a.close()
+
+
+def test_readme_shows_the_arena_map_the_runner_draws():
+    """README's Performance section shows docs/arena-churn-75pct.png, and
+    the committed SVG shows the state the runner draws today (its caption's
+    figures; the drawing itself may change with render())."""
+    from benchmarks.arenamap import params, replay
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    performance = readme[readme.index("## Performance"):readme.index("## Layout")]
+    assert "(docs/arena-churn-75pct.png)" in performance
+    docs = os.path.join(ROOT, "docs")
+    assert is_png(os.path.join(docs, "arena-churn-75pct.png"))
+    assert is_svg(os.path.join(docs, "arena-churn-75pct.svg"))
+    with open(os.path.join(docs, "arena-churn-75pct.svg"), encoding="utf-8") as f:
+        committed = f.read()
+    a, _, _ = replay(params(quick=False))
+    for figure in (f"live blocks: {len(a):,}", f"({a.bytes_free:,} B)",
+                   f"({a.bytes_allocated:,} B)", f"({a.bytes_wasted:,} B)"):
+        assert figure in committed, figure
