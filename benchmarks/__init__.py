@@ -3,7 +3,8 @@
 Modules: ``workloads`` (the named workloads of docs/workloads.md),
 ``pyloops`` (the Python-level timed loops), ``_cdriver`` (the only module
 that touches the C driver, csrc/bench.c), ``_child`` (runs one side of one
-workload in its own process), ``report`` (summary, table, chart, progress)
+workload in its own process), ``report`` (summary, table, chart, progress),
+``arenamap`` (churn-75pct replayed in Python to its first refusal, drawn)
 and ``__main__`` (the command line).
 
 Importing this package first makes sure that ``import alloc`` finds a

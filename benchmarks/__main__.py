@@ -25,7 +25,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import ROOT, report
+from . import ROOT, arenamap, report
 from .workloads import C_PEERS, PY_PEERS, WORKLOADS, Workload
 from .workloads import select as select_workloads
 
@@ -46,7 +46,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
             "the named workloads defined in docs/workloads.md; print medians, "
             "ratios and their spread, and peak memory."),
         epilog=report.wrap("workloads: " + ", ".join(WORKLOADS)
-                           + ". Their definitions: docs/workloads.md."),
+                           + ". Their definitions: docs/workloads.md.") + "\n\n"
+        + report.wrap(f"When {arenamap.NAME} runs, the arena map at its first "
+                      "refused allocation is written beside the --plot file "
+                      f"(else beside the --json file) as {arenamap.STEM}.svg "
+                      "and, with matplotlib, .png."),
     )
     ap.add_argument("--quick", action="store_true",
                     help="short loops and few runs (under 30 s): a smoke test for CI")
@@ -61,7 +65,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         ap.error("--plot needs matplotlib, which is not installed; install it "
                  "(pip install matplotlib) or leave out --plot")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        problem = path is not None and unwritable(path)
+        problem = path is not None and (unwritable(path) or map_clash(path))
         if problem:
             ap.error(f"{flag} {path}: {problem}")
     if args.plot:
@@ -83,6 +87,51 @@ def unwritable(path: str) -> str:
         return "" if os.access(path, os.W_OK) else "the file is not writable"
     return "" if os.access(folder, os.W_OK | os.X_OK) else \
         f"the folder {folder} is not writable"
+
+
+def map_clash(path: str) -> str:
+    """Why `path` cannot take the run's figures or chart: the arena map is
+    written beside it under its own names, so it must not be one of them."""
+    here = os.path.abspath(path)
+    if here in arenamap.paths(os.path.dirname(here)).values():
+        return f"the run writes the arena map of {arenamap.NAME} there"
+    return ""
+
+
+def arena_map(args: argparse.Namespace,
+              measured: List[str]) -> Tuple[Dict[str, Any], List[str]]:
+    """Write the arena map of churn-75pct at its first refused allocation
+    beside the run's chart (or its JSON), if churn-75pct was measured.
+    Returns (what the JSON records of it, the lines to print).  Never fails
+    the run: whatever goes wrong is said in one line."""
+    if arenamap.NAME not in measured:
+        return {}, []
+    folder = arenamap.folder_for(args.plot, args.json)
+    if folder is None:
+        return {}, [report.wrap(
+            f"Wrote no arena map of {arenamap.NAME}: it goes beside the chart "
+            "or the figures; give --plot PATH or --json PATH.")]
+    try:
+        from alloc import BuddyAllocator
+        if not hasattr(BuddyAllocator, "render"):
+            raise RuntimeError("this alloc's BuddyAllocator has no render")
+        drawn = arenamap.write(folder, args.quick, png=report.have_matplotlib())
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return {}, [f"Wrote no arena map of {arenamap.NAME}: interrupted (Ctrl-C)"]
+    except Exception as exc:  # the figures are the run's job; the map is a bonus
+        return {}, [report.wrap(f"Wrote no arena map of {arenamap.NAME}: "
+                                f"{type(exc).__name__}: {exc}")]
+    a, refusal = drawn.allocator, drawn.refusal
+    record = {"workload": arenamap.NAME, "paths": drawn.paths,
+              "refusal": refusal._asdict() if refusal else None,
+              "failed_allocs": a.counters()["failed_allocs"],
+              "live_blocks": len(a), "bytes_allocated": a.bytes_allocated,
+              "bytes_wasted": a.bytes_wasted, "bytes_free": a.bytes_free,
+              "largest_free": a.largest_free}
+    # paths stay whole, on lines of their own; the sentences are wrapped
+    return record, [line if line.startswith("  ") else report.wrap(line)
+                    for line in drawn.lines]
 
 
 class ChildError(Exception):
@@ -285,6 +334,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"Reproduce: {reproduce}")
 
     failed = any(r["errors"] for r in results.values())
+    map_record, map_lines = arena_map(args, [w.name for w in done])
     if args.json:
         doc = {"environment": dict(env, started=started, quick=args.quick,
                                    wall_seconds=round(elapsed, 1),
@@ -292,6 +342,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    interrupted=interrupted),
                "skipped": skipped,
                "workloads": results}
+        if map_record:
+            doc["arena_map"] = map_record
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
@@ -307,6 +359,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               + (" (partial: interrupted)" if interrupted else ""))
     elif args.plot:
         print(f"Wrote no chart to {args.plot}: no workload has figures")
+    for line in map_lines:
+        print(line)
     if interrupted:
         return EXIT_INTERRUPTED
     return 1 if failed else 0

@@ -33,6 +33,11 @@ ALL_WORKLOADS = [
 #: batch-64 calls BuddyAllocator.alloc_many/free_many; an alloc without them
 #: has it skipped (and said so), not failed.
 HAS_BATCH = all(hasattr(BuddyAllocator, n) for n in ("alloc_many", "free_many"))
+try:
+    import matplotlib  # noqa: F401
+    HAS_MATPLOTLIB = True
+except ImportError:
+    HAS_MATPLOTLIB = False
 WORKLOADS = [w for w in ALL_WORKLOADS if HAS_BATCH or w != "batch-64"]
 
 
@@ -133,6 +138,46 @@ def test_table_fits_80_columns_even_with_extreme_figures(quick):
 def test_quick_says_where_it_wrote_the_json(quick):
     doc, out, _ = quick
     assert f"Wrote every figure to {doc['path']}" in out
+
+
+def is_svg(path) -> bool:
+    import xml.etree.ElementTree as ET
+
+    return ET.parse(str(path)).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def is_png(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def says_it_wrote_the_map(out: str, paths) -> bool:
+    """`out` has "Wrote the arena map at that moment to" and then each of
+    `paths` on a line of its own, indented."""
+    lines = out.splitlines()
+    at = lines.index("Wrote the arena map at that moment to")
+    return lines[at + 1:at + 1 + len(paths)] == [f"  {p}" for p in paths]
+
+
+def test_quick_writes_the_arena_map_beside_the_json_and_says_where(quick):
+    """No --plot: the map goes beside the --json file, and the JSON records
+    the state it shows: one refused allocation, the first."""
+    doc, out, _ = quick
+    folder = os.path.dirname(doc["path"])
+    svg = os.path.join(folder, "arena-churn-75pct.svg")
+    written = [svg]
+    assert is_svg(svg)
+    if HAS_MATPLOTLIB:
+        png = os.path.join(folder, "arena-churn-75pct.png")
+        assert is_png(png)
+        written.append(png)
+    assert says_it_wrote_the_map(out, written)
+    record = doc["arena_map"]
+    assert record["workload"] == "churn-75pct" and record["paths"] == written
+    assert record["failed_allocs"] == 1
+    refusal = record["refusal"]
+    assert refusal["block_size"] > record["largest_free"], record
+    assert "churn-75pct first refused an allocation" in " ".join(out.split())
 
 
 def test_header_shows_the_one_optimization_flag_that_counts(quick):
@@ -261,6 +306,8 @@ def test_prefer_built_alloc_moves_only_an_unbuilt_checkout(tmp_path):
     ("--json", ".", "is a directory"),
     ("--plot", "no-such-folder/chart.png", "does not exist"),
     ("--plot", "chart.nosuchformat", "matplotlib writes no .nosuchformat files"),
+    ("--json", "arena-churn-75pct.svg", "writes the arena map of churn-75pct there"),
+    ("--plot", "arena-churn-75pct.png", "writes the arena map of churn-75pct there"),
 ])
 def test_a_bad_output_path_is_refused_before_anything_runs(tmp_path, flag, name, why):
     if flag == "--plot":
@@ -280,6 +327,68 @@ def test_plot_writes_the_chart_and_says_where(tmp_path):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"Wrote the chart to {png}" in proc.stdout
+    # --only without churn-75pct: no arena map, and not a word about it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ratios.png"]
+    assert "arena map" not in proc.stdout
+
+
+def test_plot_writes_the_arena_map_beside_the_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "figures").mkdir()
+    chart = tmp_path / "figures" / "ratios.png"
+    json_path = tmp_path / "out.json"  # --plot wins over --json
+    proc = run_cli("--quick", "--only", "churn-75pct", "--plot", str(chart),
+                   "--json", str(json_path))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    svg, png = (tmp_path / "figures" / f"arena-churn-75pct.{ext}" for ext in ("svg", "png"))
+    assert is_svg(svg) and is_png(png)
+    assert says_it_wrote_the_map(proc.stdout, [str(svg), str(png)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "out.json"]
+    out = proc.stdout
+    assert out.index(f"Wrote the chart to {chart}") < out.index("Wrote the arena map")
+
+
+def test_arena_map_without_matplotlib_is_the_svg_alone(tmp_path):
+    """matplotlib hidden: the run still succeeds, writes the SVG and says
+    why there is no PNG."""
+    json_path = tmp_path / "out.json"
+    snippet = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from benchmarks.__main__ import main\n"
+        f"sys.exit(main(['--quick', '--only', 'churn-75pct', '--json', {str(json_path)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    svg = tmp_path / "arena-churn-75pct.svg"
+    assert is_svg(svg) and not (tmp_path / "arena-churn-75pct.png").exists()
+    assert says_it_wrote_the_map(proc.stdout, [str(svg)])
+    assert "Wrote no PNG of the arena map: matplotlib is not installed" in proc.stdout
+
+
+def test_no_output_file_no_arena_map_and_a_hint(tmp_path):
+    """With neither --plot nor --json the run writes no file at all (the
+    map's would be the only one): it says how to get the map."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only",
+                           "churn-75pct"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    flat = " ".join(proc.stdout.split())
+    assert "Wrote no arena map of churn-75pct" in flat and "--plot PATH" in flat
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_map_that_cannot_be_written_does_not_fail_the_run(tmp_path):
+    """The figures are the run's job: a map it cannot write (here a folder
+    stands where the SVG goes) is one line of output, not a failure."""
+    (tmp_path / "arena-churn-75pct.svg").mkdir()
+    json_path = tmp_path / "out.json"
+    proc = run_cli("--quick", "--only", "churn-75pct", "--json", str(json_path))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "Wrote no arena map of churn-75pct: IsADirectoryError" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "arena_map" not in json.loads(json_path.read_text())
 
 
 def test_ctrl_c_prints_what_was_measured_and_exits_130(tmp_path):
@@ -357,3 +466,111 @@ def test_batch_loop_times_each_side_per_block(side):
     one, _ = run_batch(side, dict(p, batches=3))
     samples, failures = one(1)
     assert positive(samples[""]) and failures == 0
+
+
+# ---- the arena map: churn-75pct replayed in Python -------------------------
+
+#: Small churns on a 1 MiB arena: the first refuses in its steps (220 slots
+#: leave room after the fill), the second already in its fill.
+STEP_REFUSAL = dict(capacity=1 << 20, min_size=64, slots=220, lo=64, hi=16384,
+                    steps=5000, seed=1)
+FILL_REFUSAL = dict(STEP_REFUSAL, slots=300, steps=20000)
+
+
+@pytest.mark.parametrize("p", [STEP_REFUSAL, FILL_REFUSAL,
+                               dict(STEP_REFUSAL, slots=256, hi=1024, seed=7)])
+def test_arena_map_replays_the_c_drivers_trace(p):
+    """The Python replay draws bench.c's splitmix64 trace: on the whole
+    trace it refuses exactly the allocations the C driver's run refused and
+    ends with exactly its requested bytes."""
+    from benchmarks import _cdriver
+    from benchmarks.arenamap import replay
+
+    a, _, step_failures = replay(p, stop=False)
+    c = _cdriver.churn("ours", 1, **p)[0]
+    assert step_failures == c["failures"]
+    assert a.bytes_allocated == c["bytes_requested"]
+    a.close()
+
+
+def test_arena_map_trace_numbers_match_the_c_generator():
+    """The first draws of seed 1, as bench.c's splitmix64 gives them."""
+    from benchmarks.arenamap import draw, size
+
+    assert draw(1, 0) == 0x910A2DEC89025CC1
+    assert draw(1, 1) == 0xBEEB8DA1658EEC67
+    sizes = [size(1, k, 64, 16384) for k in range(1000)]
+    assert all(64 <= n <= 16384 for n in sizes)
+    assert min(sizes) < 128 and max(sizes) > 8192  # log-uniform over the range
+
+
+@pytest.mark.parametrize("p, phase", [(STEP_REFUSAL, "step"), (FILL_REFUSAL, "fill")])
+def test_arena_map_is_drawn_at_the_first_refusal(tmp_path, p, phase):
+    from benchmarks.arenamap import replay, write
+
+    drawn = write(str(tmp_path), quick=False, png=HAS_MATPLOTLIB, p=p)
+    a, refusal = drawn.allocator, drawn.refusal
+    assert a.counters()["failed_allocs"] == 1
+    assert refusal is not None and refusal.phase == phase
+    assert refusal.block_size == a.block_size(refusal.size) > a.largest_free
+    # the state is the one the request came to: the replay up to it serves
+    # every allocation before it
+    fresh, first, _ = replay(p)
+    assert first == refusal and fresh.stats() == a.stats()
+    assert drawn.paths[0] == str(tmp_path / "arena-churn-75pct.svg")
+    assert is_svg(drawn.paths[0])
+    if HAS_MATPLOTLIB:
+        assert drawn.paths[1:] == [str(tmp_path / "arena-churn-75pct.png")]
+        assert is_png(drawn.paths[1])
+    else:
+        assert len(drawn.paths) == 1
+    assert says_it_wrote_the_map("\n".join(drawn.lines), drawn.paths)
+    where = f"step {refusal.at + 1:,}" if phase == "step" else f"slot {refusal.at + 1:,}"
+    assert where in drawn.lines[0] and f"{refusal.size:,} bytes" in drawn.lines[0]
+
+
+def test_arena_map_of_a_trace_with_no_refusal_shows_the_end(tmp_path):
+    from benchmarks.arenamap import write
+
+    p = dict(STEP_REFUSAL, slots=16, steps=100)
+    drawn = write(str(tmp_path), quick=False, png=False, p=p)
+    assert drawn.refusal is None and drawn.allocator.counters()["failed_allocs"] == 0
+    assert "refused no allocation" in drawn.lines[0] and is_svg(drawn.paths[0])
+
+
+def test_churn_75pct_first_refuses_in_its_fill():
+    """What README and docs/workloads.md say of the map: churn-75pct's first
+    refusal comes while filling slot 16,751 of 17,000, a 3,704-byte request
+    (a 4 KiB block) with 3,008 bytes free, the largest free block 2 KiB;
+    --quick draws the same fill."""
+    from benchmarks.arenamap import Refusal, params, replay
+
+    for quick in (False, True):
+        a, first, _ = replay(params(quick))
+        assert first == Refusal("fill", 16750, 3704, 4096)
+        assert (a.bytes_free, a.largest_free, len(a)) == (3008, 2048, 16750)
+        assert a.counters()["failed_allocs"] == 1
+        a.close()
+
+
+def test_readme_shows_the_arena_map_the_runner_draws():
+    """README's Performance section shows docs/arena-churn-75pct.png, and
+    the committed SVG shows the state the runner draws today (its caption's
+    figures; the drawing itself may change with render())."""
+    from benchmarks.arenamap import params, replay
+
+    if not os.path.exists(os.path.join(ROOT, ".git")):
+        pytest.skip("not a git checkout: an sdist ships no pictures of docs/")
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    performance = readme[readme.index("## Performance"):readme.index("## Layout")]
+    assert "(docs/arena-churn-75pct.png)" in performance
+    docs = os.path.join(ROOT, "docs")
+    assert is_png(os.path.join(docs, "arena-churn-75pct.png"))
+    assert is_svg(os.path.join(docs, "arena-churn-75pct.svg"))
+    with open(os.path.join(docs, "arena-churn-75pct.svg"), encoding="utf-8") as f:
+        committed = f.read()
+    a, _, _ = replay(params(quick=False))
+    for figure in (f"live blocks: {len(a):,}", f"({a.bytes_free:,} B)",
+                   f"({a.bytes_allocated:,} B)", f"({a.bytes_wasted:,} B)"):
+        assert figure in committed, figure
