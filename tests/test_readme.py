@@ -12,7 +12,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), 
 
 # What each example prints, in README order ("" for the silent ones, which
 # check themselves with assert).
-PRINTS = ["0.06666666666666667\n", "10000 b'xxx'\n", "", "499500.0 1\n"]
+PRINTS = ["0.06666666666666667\n", "10000 b'xxx'\n", "", "499500.0 1\n", ""]
 
 
 def test_every_example_is_accounted_for():
