@@ -572,3 +572,18 @@ def test_readme_shows_the_arena_map_the_runner_draws():
     for figure in (f"live blocks: {len(a):,}", f"({a.bytes_free:,} B)",
                    f"({a.bytes_allocated:,} B)", f"({a.bytes_wasted:,} B)"):
         assert figure in committed, figure
+
+
+def test_realloc_trace_counts_every_step():
+    """benchmarks.realloc_trace classifies every realloc of the churn trace,
+    and grows in place are really in place (the helper compares offsets)."""
+    from benchmarks.realloc_trace import churn, zipf
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    p = dict(REGISTRY["churn-py"].params_for(quick=True), steps=3000)
+    tally = churn(p)
+    assert sum(tally.values()) <= 3000
+    assert tally["grown in place"] > 0 and tally["shrunk or same block"] > 0
+    z = dict(REGISTRY["seed-zipf"].params_for(quick=True), count=500)
+    tally = zipf(z)
+    assert sum(tally.values()) == 500
