@@ -17,9 +17,8 @@
  *   inside the arena (the tail past N) is always split; a block wholly past
  *   N has no bits at all and is never free.  buddy_check() verifies this.
  */
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200112L /* posix_memalign */
-#define _DEFAULT_SOURCE 1       /* MAP_ANONYMOUS, MAP_NORESERVE */
+#if !defined(_WIN32) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* posix_memalign, MAP_ANONYMOUS, MAP_NORESERVE */
 #endif
 #include "buddy.h"
 
@@ -27,11 +26,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
+/* An allocator laid out in caller memory (buddy_init_at) has no mutex of its
+ * own: its memory may be shared by processes, and a process that died
+ * holding a plain mutex would hang every other one.  Its caller serialises
+ * (csrc/pool.c holds a robust process-shared mutex). */
 #if defined(BUDDY_LOCKED) && BUDDY_LOCKED
 #include <pthread.h>
-#define LOCK(b) pthread_mutex_lock(&((buddy_t *)(b))->lock)
-#define UNLOCK(b) pthread_mutex_unlock(&((buddy_t *)(b))->lock)
+#define LOCK(b)                                                               \
+    do {                                                                      \
+        if (((const buddy_t *)(b))->storage != STORAGE_CALLER)                \
+            pthread_mutex_lock(&((buddy_t *)(b))->lock);                      \
+    } while (0)
+#define UNLOCK(b)                                                             \
+    do {                                                                      \
+        if (((const buddy_t *)(b))->storage != STORAGE_CALLER)                \
+            pthread_mutex_unlock(&((buddy_t *)(b))->lock);                    \
+    } while (0)
 #else
 #define LOCK(b) ((void)0)
 #define UNLOCK(b) ((void)0)
@@ -46,12 +61,22 @@
 
 /* ---- bits_: a bitmap with summaries ------------------------------------ */
 
-/* lvl[0] holds the bits; bit w of lvl[d+1] is set iff word w of lvl[d] is
- * non-zero; lvl[depth-1] is a single word. */
+/* Level d of the bitmap is the array of words at byte offset rel[d] from
+ * the start of the allocator's region (the struct buddy): no pointers, so the
+ * whole region may be mapped at a different address in every process.
+ * Level 0 holds the bits; bit w of level d+1 is set iff word w of level d is
+ * non-zero; level depth-1 is a single word.  Every bits_ function takes the
+ * region's base `r` (the buddy_t) beside the bits_t. */
 typedef struct bits {
-    uint64_t *lvl[BITS_MAX_DEPTH];
+    uint64_t rel[BITS_MAX_DEPTH];
     uint32_t depth;
 } bits_t;
+
+/* Level d of s in the region at r. */
+static inline uint64_t *bits_lvl(const void *r, const bits_t *s, uint32_t d)
+{
+    return (uint64_t *)((char *)(uintptr_t)r + s->rel[d]);
+}
 
 static inline unsigned bits_ctz(uint64_t x) { return (unsigned)__builtin_ctzll(x); }
 static inline unsigned bits_clz(uint64_t x) { return (unsigned)__builtin_clzll(x); }
@@ -68,10 +93,10 @@ static inline void bits_flip_raw(uint64_t *w, uint64_t i)
 
 static inline uint64_t bits_words(uint64_t nbits) { return (nbits + 63) >> 6; }
 
-static void bits_set(bits_t *s, uint64_t i)
+static void bits_set(void *r, const bits_t *s, uint64_t i)
 {
     for (uint32_t d = 0; d < s->depth; d++) {
-        uint64_t *w = &s->lvl[d][i >> 6];
+        uint64_t *w = &bits_lvl(r, s, d)[i >> 6];
         uint64_t old = *w;
         *w = old | ((uint64_t)1 << (i & 63));
         if (old)
@@ -80,10 +105,10 @@ static void bits_set(bits_t *s, uint64_t i)
     }
 }
 
-static void bits_clear(bits_t *s, uint64_t i)
+static void bits_clear(void *r, const bits_t *s, uint64_t i)
 {
     for (uint32_t d = 0; d < s->depth; d++) {
-        uint64_t *w = &s->lvl[d][i >> 6];
+        uint64_t *w = &bits_lvl(r, s, d)[i >> 6];
         *w &= ~((uint64_t)1 << (i & 63));
         if (*w)
             return; /* word still non-zero: summary unchanged */
@@ -91,12 +116,24 @@ static void bits_clear(bits_t *s, uint64_t i)
     }
 }
 
-/* Lowest set bit; the bitmap must not be empty. */
-static uint64_t bits_first(const bits_t *s)
+/* Clears the lowest set bit and returns its index; the bitmap must not be
+ * empty.  One descent finds it (the lowest bit of each word on the way
+ * down); the same words are cleared on the way up for as long as they
+ * become zero, so the summaries never need to be looked up again. */
+static uint64_t bits_take_first(void *r, const bits_t *s)
 {
+    uint64_t *w[BITS_MAX_DEPTH];
     uint64_t i = 0;
-    for (uint32_t d = s->depth; d-- > 0;)
-        i = (i << 6) | bits_ctz(s->lvl[d][i]);
+    for (uint32_t d = s->depth; d-- > 0;) {
+        w[d] = &bits_lvl(r, s, d)[i];
+        i = (i << 6) | bits_ctz(*w[d]);
+    }
+    for (uint32_t d = 0; d < s->depth; d++) {
+        uint64_t x = *w[d] & (*w[d] - 1); /* the lowest bit is the one */
+        *w[d] = x;
+        if (x)
+            break;
+    }
     return i;
 }
 
@@ -104,15 +141,34 @@ static uint64_t bits_first(const bits_t *s)
 
 typedef struct order {
     bits_t free;     /* free blocks of this order, with summaries */
-    uint64_t *split; /* split blocks of this order; NULL for order 0 */
+    uint64_t split;  /* byte offset of the split bitmap in the region;
+                        0 (none) for order 0 */
     uint64_t nbits;  /* N_k = ceil(N / 2^k) blocks at least partly inside */
 } order_t;
 
+/* Where the region came from, so that close and destroy release it right. */
+#define STORAGE_CALLOC 1 /* buddy_new, under BUDDY_MMAP_MIN bytes */
+#define STORAGE_MMAP 2   /* buddy_new, from BUDDY_MMAP_MIN bytes on */
+#define STORAGE_CALLER 3 /* buddy_init_at / buddy_attach_at */
+
+/* Regions from this size on are mmap'd (POSIX): pages are committed only as
+ * they are first touched, MAP_NORESERVE lets the metadata of a huge arena
+ * exceed what the system would reserve, and close can return the pages. */
+#define BUDDY_MMAP_MIN ((uint64_t)1 << 20)
+
+#define BUDDY_MAGIC 0x79646475426f6c41u /* "AloBuddy" little-endian */
+
+/* The region: this struct, then order[0 .. top], then every bitmap, in one
+ * piece of buddy_metadata_bytes() bytes with no pointer in it. */
 struct buddy {
+    uint64_t magic;       /* BUDDY_MAGIC */
+    uint32_t version;     /* BUDDY_LAYOUT_VERSION */
+    uint32_t head_bytes;  /* sizeof(buddy_t): differs between builds */
+    uint64_t region_bytes; /* the whole region, as mapped/allocated now */
     buddy_stats_t st;
     uint64_t nmin;     /* N: minimum blocks in the arena */
     uint64_t nonempty; /* bit k set iff st.free_blocks[k] > 0 */
-    uint64_t *meta;    /* one calloc'd region holding every bitmap */
+    uint32_t storage;  /* STORAGE_* */
     uint32_t shift;    /* log2(min_size) */
     uint32_t top;      /* L */
     /* The pending split (see chain_ below): block (chain_top, chain_index)
@@ -167,38 +223,48 @@ uint64_t buddy_metadata_bytes(uint64_t capacity, uint64_t min_size)
     uint64_t nmin = capacity / min_size;
     unsigned top = log2_ceil(nmin);
     return sizeof(buddy_t) + (top + 1) * sizeof(order_t) +
-           8 * layout_words(nmin, top);
+           8 * layout_words(nmin, top); /* = layout_head(top) + bitmaps */
 }
 
 /* ---- order_ / node_ ----------------------------------------------------- */
 
+static inline uint64_t *order_split(const buddy_t *b, unsigned k)
+{
+    return (uint64_t *)((char *)(uintptr_t)b + b->order[k].split);
+}
+
+static inline uint64_t *order_free(const buddy_t *b, unsigned k)
+{
+    return bits_lvl(b, &b->order[k].free, 0);
+}
+
 static inline void order_set_free(buddy_t *b, unsigned k, uint64_t i)
 {
-    bits_set(&b->order[k].free, i);
+    bits_set(b, &b->order[k].free, i);
     if (b->st.free_blocks[k]++ == 0)
         b->nonempty |= (uint64_t)1 << k;
 }
 
 static inline void order_clear_free(buddy_t *b, unsigned k, uint64_t i)
 {
-    bits_clear(&b->order[k].free, i);
+    bits_clear(b, &b->order[k].free, i);
     if (--b->st.free_blocks[k] == 0)
         b->nonempty &= ~((uint64_t)1 << k);
 }
 
 static inline int node_is_free(const buddy_t *b, unsigned k, uint64_t i)
 {
-    return bits_test(b->order[k].free.lvl[0], i);
+    return bits_test(order_free(b, k), i);
 }
 
 static inline int node_is_split(const buddy_t *b, unsigned k, uint64_t i)
 {
-    return k > 0 && bits_test(b->order[k].split, i);
+    return k > 0 && bits_test(order_split(b, k), i);
 }
 
 static inline int node_exists(const buddy_t *b, unsigned k, uint64_t i)
 {
-    return k == b->top || bits_test(b->order[k + 1].split, i >> 1);
+    return k == b->top || bits_test(order_split(b, k + 1), i >> 1);
 }
 
 /* Order a request of `size` bytes needs; may exceed b->top. */
@@ -268,10 +334,10 @@ static void chain_settle(buddy_t *b)
     uint64_t i = b->chain_index;
     b->chain_top = b->chain_low = 0;
     while (j > k) {
-        bits_flip_raw(b->order[j].split, i);
+        bits_flip_raw(order_split(b, j), i);
         j--;
         i <<= 1;
-        bits_set(&b->order[j].free, i + 1);
+        bits_set(b, &b->order[j].free, i + 1);
     }
 }
 
@@ -283,55 +349,62 @@ static inline int chain_covers(const buddy_t *b, uint64_t j)
 
 /* ---- life cycle --------------------------------------------------------- */
 
-buddy_status buddy_new(uint64_t capacity, uint64_t min_size, buddy_t **out)
+/* Bytes of the struct and its order[] array: where the bitmaps begin. */
+static uint64_t layout_head(unsigned top)
 {
-    if (out == NULL || !args_valid(capacity, min_size))
-        return BUDDY_EINVAL;
+    return sizeof(buddy_t) + (top + 1) * sizeof(order_t);
+}
 
+/* The descriptors of every order for N = nmin (bitmap offsets, depths,
+ * sizes), written into *b, or, with `verify`, compared with *b: 1 if they
+ * agree.  Either way O(L D). */
+static int layout_carve(buddy_t *b, uint64_t nmin, unsigned top, int verify)
+{
+    uint64_t at = layout_head(top);
+    for (unsigned k = 0; k <= top; k++) {
+        order_t want;
+        memset(&want, 0, sizeof want);
+        want.nbits = ((nmin - 1) >> k) + 1;
+        uint64_t w = bits_words(want.nbits);
+        if (k > 0) {
+            want.split = at;
+            at += 8 * w;
+        }
+        want.free.rel[0] = at;
+        at += 8 * w;
+        want.free.depth = 1;
+        while (w > 1) {
+            w = bits_words(w);
+            want.free.rel[want.free.depth++] = at;
+            at += 8 * w;
+        }
+        if (!verify)
+            b->order[k] = want;
+        else if (memcmp(&b->order[k], &want, sizeof want) != 0)
+            return 0;
+    }
+    BUDDY_ASSERT(at == layout_head(top) + 8 * layout_words(nmin, top));
+    return 1;
+}
+
+/* Lays out a fresh allocator in the zeroed region at b. */
+static void layout_init(buddy_t *b, uint64_t capacity, uint64_t min_size,
+                        uint32_t storage)
+{
     uint64_t nmin = capacity / min_size;
     unsigned top = log2_ceil(nmin);
-    buddy_t *b = calloc(1, sizeof(buddy_t) + (top + 1) * sizeof(order_t));
-    if (b == NULL)
-        return BUDDY_ENOMEM;
-    uint64_t words = layout_words(nmin, top);
-    if (words > SIZE_MAX / 8 || (b->meta = calloc((size_t)words, 8)) == NULL) {
-        free(b);
-        return BUDDY_ENOMEM;
-    }
-#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
-    if (pthread_mutex_init(&b->lock, NULL) != 0) {
-        free(b->meta);
-        free(b);
-        return BUDDY_ENOMEM;
-    }
-#endif
+    b->magic = BUDDY_MAGIC;
+    b->version = BUDDY_LAYOUT_VERSION;
+    b->head_bytes = (uint32_t)sizeof(buddy_t);
+    b->region_bytes = buddy_metadata_bytes(capacity, min_size);
+    b->storage = storage;
     b->nmin = nmin;
     b->top = top;
     b->shift = bits_ctz(min_size);
     b->st.capacity = nmin * min_size;
     b->st.min_size = min_size;
     b->st.max_order = top;
-
-    /* Carve the calloc'd region into bitmaps. */
-    uint64_t *p = b->meta;
-    for (unsigned k = 0; k <= top; k++) {
-        order_t *o = &b->order[k];
-        o->nbits = ((nmin - 1) >> k) + 1;
-        uint64_t w = bits_words(o->nbits);
-        if (k > 0) {
-            o->split = p;
-            p += w;
-        }
-        o->free.lvl[0] = p;
-        p += w;
-        o->free.depth = 1;
-        while (w > 1) {
-            w = bits_words(w);
-            o->free.lvl[o->free.depth++] = p;
-            p += w;
-        }
-    }
-    BUDDY_ASSERT(p == b->meta + words);
+    layout_carve(b, nmin, top, 0);
 
     /* Make the tree cover exactly N minimum blocks: split the one node per
      * order that straddles N, free the whole nodes beside it.  O(L). */
@@ -341,7 +414,7 @@ buddy_status buddy_new(uint64_t capacity, uint64_t min_size, buddy_t **out)
         order_set_free(b, k, i);
     } else {
         for (;;) {
-            bits_flip_raw(b->order[k].split, i); /* straddles N: split */
+            bits_flip_raw(order_split(b, k), i); /* straddles N: split */
             k--;
             uint64_t left = i << 1, right = left + 1;
             if ((right << k) <= nmin) { /* left child wholly inside */
@@ -354,6 +427,84 @@ buddy_status buddy_new(uint64_t capacity, uint64_t min_size, buddy_t **out)
             }
         }
     }
+}
+
+static void region_release(buddy_t *b)
+{
+#ifndef _WIN32
+    if (b->storage == STORAGE_MMAP) {
+        munmap(b, (size_t)b->region_bytes);
+        return;
+    }
+#endif
+    free(b);
+}
+
+buddy_status buddy_new(uint64_t capacity, uint64_t min_size, buddy_t **out)
+{
+    if (out == NULL || !args_valid(capacity, min_size))
+        return BUDDY_EINVAL;
+    uint64_t bytes = buddy_metadata_bytes(capacity, min_size);
+    if (bytes > SIZE_MAX)
+        return BUDDY_ENOMEM;
+    buddy_t *b = NULL;
+    uint32_t storage = STORAGE_CALLOC;
+#ifndef _WIN32
+    if (bytes >= BUDDY_MMAP_MIN) {
+        void *m = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            return BUDDY_ENOMEM;
+        b = m;
+        storage = STORAGE_MMAP;
+    }
+#endif
+    if (b == NULL && (b = calloc(1, (size_t)bytes)) == NULL)
+        return BUDDY_ENOMEM;
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+    if (pthread_mutex_init(&b->lock, NULL) != 0) {
+        b->storage = storage;
+        b->region_bytes = bytes;
+        region_release(b);
+        return BUDDY_ENOMEM;
+    }
+#endif
+    layout_init(b, capacity, min_size, storage);
+    *out = b;
+    return BUDDY_OK;
+}
+
+buddy_status buddy_init_at(void *mem, uint64_t capacity, uint64_t min_size,
+                           buddy_t **out)
+{
+    if (mem == NULL || out == NULL || ((uintptr_t)mem & 63) != 0 ||
+        !args_valid(capacity, min_size))
+        return BUDDY_EINVAL;
+    buddy_t *b = mem;
+    layout_init(b, capacity, min_size, STORAGE_CALLER);
+    *out = b;
+    return BUDDY_OK;
+}
+
+buddy_status buddy_attach_at(void *mem, buddy_t **out)
+{
+    if (mem == NULL || out == NULL || ((uintptr_t)mem & 63) != 0)
+        return BUDDY_EINVAL;
+    buddy_t *b = mem;
+    /* Fields that never change after buddy_init_at, each checked before it
+     * is used to read the next. */
+    if (b->magic != BUDDY_MAGIC || b->version != BUDDY_LAYOUT_VERSION ||
+        b->head_bytes != sizeof(buddy_t) || b->storage != STORAGE_CALLER ||
+        !args_valid(b->st.capacity, b->st.min_size) ||
+        b->st.capacity % b->st.min_size != 0)
+        return BUDDY_EINVAL;
+    uint64_t nmin = b->st.capacity / b->st.min_size;
+    unsigned top = log2_ceil(nmin);
+    if (b->nmin != nmin || b->top != top || b->st.max_order != top ||
+        b->shift != bits_ctz(b->st.min_size) ||
+        b->region_bytes != buddy_metadata_bytes(b->st.capacity, b->st.min_size) ||
+        !layout_carve(b, nmin, top, 1))
+        return BUDDY_EINVAL;
     *out = b;
     return BUDDY_OK;
 }
@@ -364,22 +515,30 @@ void buddy_close(buddy_t *b)
         return;
     LOCK(b);
     if (!b->st.closed) {
-        free(b->meta);
-        b->meta = NULL;
         b->st.closed = 1;
+#ifndef _WIN32
+        /* Return the bitmaps' whole pages; the struct stays readable. */
+        if (b->storage == STORAGE_MMAP) {
+            uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+            uint64_t keep = (layout_head(b->top) + page - 1) / page * page;
+            if (keep < b->region_bytes) {
+                munmap((char *)b + keep, (size_t)(b->region_bytes - keep));
+                b->region_bytes = keep;
+            }
+        }
+#endif
     }
     UNLOCK(b);
 }
 
 void buddy_destroy(buddy_t *b)
 {
-    if (b == NULL)
+    if (b == NULL || b->storage == STORAGE_CALLER)
         return;
-    free(b->meta);
 #if defined(BUDDY_LOCKED) && BUDDY_LOCKED
     pthread_mutex_destroy(&b->lock);
 #endif
-    free(b);
+    region_release(b);
 }
 
 /* ---- blocks ------------------------------------------------------------- */
@@ -427,8 +586,9 @@ static int64_t alloc_locked(buddy_t *b, uint64_t size, unsigned k)
      * free block there; a new split needs the old one written out. */
     if (chain_pending(b) && (j > k || (j >= b->chain_low && j < b->chain_top)))
         chain_settle(b);
-    uint64_t i = bits_first(&b->order[j].free);
-    order_clear_free(b, j, i);
+    uint64_t i = bits_take_first(b, &b->order[j].free);
+    if (--b->st.free_blocks[j] == 0) /* order_clear_free, bits taken above */
+        b->nonempty &= ~((uint64_t)1 << j);
     if (j > k) { /* split, keeping the lower halves: recorded, not written */
         chain_count_up(b, k, j);
         b->chain_top = j;
@@ -588,7 +748,7 @@ static inline buddy_status free_locked(buddy_t *b, uint64_t offset,
         order_clear_free(b, k, i ^ 1);
         k++;
         i >>= 1;
-        bits_flip_raw(b->order[k].split, i); /* parent: split -> free */
+        bits_flip_raw(order_split(b, k), i); /* parent: split -> free */
     }
     order_set_free(b, k, i);
     return BUDDY_OK;
@@ -644,11 +804,11 @@ buddy_status buddy_resize(buddy_t *b, uint64_t offset, uint64_t size,
         }
         for (unsigned m = k; m < k2; m++) {
             order_clear_free(b, m, (j >> m) + 1);
-            bits_flip_raw(b->order[m + 1].split, j >> (m + 1)); /* split -> live */
+            bits_flip_raw(order_split(b, m + 1), j >> (m + 1)); /* split -> live */
         }
     } else {
         for (unsigned m = k; m > k2; m--) { /* shrink: free the upper halves */
-            bits_flip_raw(b->order[m].split, j >> m); /* live -> split */
+            bits_flip_raw(order_split(b, m), j >> m); /* live -> split */
             order_set_free(b, m - 1, (j >> (m - 1)) + 1);
         }
     }
@@ -691,7 +851,7 @@ int64_t buddy_alloc_congruent(buddy_t *b, uint64_t size, uint64_t modulus,
         if (m >= k && node_is_free(b, m, x)) {
             order_clear_free(b, m, x); /* split it down to (k, j >> k) */
             for (; m > k; m--) {
-                bits_flip_raw(b->order[m].split, j >> m);
+                bits_flip_raw(order_split(b, m), j >> m);
                 uint64_t keep = j >> (m - 1);
                 order_set_free(b, m - 1, keep ^ 1);
             }
@@ -807,14 +967,14 @@ static void check_bitmaps(const buddy_t *b, check_t *c)
         const order_t *o = &b->order[k];
         uint64_t nbits = o->nbits;
         for (uint32_t d = 0; d < o->free.depth && !c->failed; d++) {
-            const uint64_t *w = o->free.lvl[d];
+            const uint64_t *w = bits_lvl(b, &o->free, d);
             uint64_t nw = bits_words(nbits);
             uint64_t tail = nbits & 63;
             check_that(c, tail == 0 || (w[nw - 1] >> tail) == 0,
                   "order %u summary level %u: bits set past its end", k, d);
             if (d + 1 < o->free.depth) {
                 for (uint64_t x = 0; x < nw && !c->failed; x++)
-                    check_that(c, bits_test(o->free.lvl[d + 1], x) == (w[x] != 0),
+                    check_that(c, bits_test(bits_lvl(b, &o->free, d + 1), x) == (w[x] != 0),
                           "order %u: summary level %u bit %llu disagrees with "
                           "the word below", k, d + 1, (unsigned long long)x);
             } else {
@@ -841,7 +1001,7 @@ static void check_bitmaps(const buddy_t *b, check_t *c)
                   (unsigned long long)i, k);
         }
         if (k > 0 && o->nbits & 63)
-            check_that(c, (o->split[bits_words(o->nbits) - 1] >> (o->nbits & 63)) == 0,
+            check_that(c, (order_split(b, k)[bits_words(o->nbits) - 1] >> (o->nbits & 63)) == 0,
                   "order %u: split bits set past its end", k);
         check_that(c, c->free_count[k] == b->st.free_blocks[k], "order %u: %llu "
               "free blocks in the bitmap but the counter says %llu", k,
@@ -914,7 +1074,12 @@ buddy_status buddy_check(buddy_t *b, char *msg, size_t msglen)
     LOCK(b);
     if (!b->st.closed) {
         check_chain(b, &c);
-        chain_settle(b); /* the bitmaps as eager splitting leaves them */
+        /* A torn pending split (a process killed mid-operation on a shared
+         * region) is reported, never written out. */
+        if (!c.failed)
+            chain_settle(b); /* the bitmaps as eager splitting leaves them */
+    }
+    if (!b->st.closed && !c.failed) {
         check_bitmaps(b, &c);
         check_tree(b, &c, b->top, 0);
         const buddy_stats_t *s = &b->st;
@@ -983,8 +1148,8 @@ buddy_status buddy_debug_flip(buddy_t *b, unsigned which, unsigned order,
         chain_settle(b); /* flip a bit of the tree as eager splitting has it */
     if (!b->st.closed && order <= b->top && index < b->order[order].nbits &&
         which <= 1 && !(which == 1 && order == 0)) {
-        bits_flip_raw(which ? b->order[order].split
-                            : b->order[order].free.lvl[0], index);
+        bits_flip_raw(which ? order_split(b, order) : order_free(b, order),
+                      index);
         status = BUDDY_OK;
     }
     UNLOCK(b);

@@ -38,7 +38,7 @@
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes, where
  * D = ceil(log64 N) <= 11.  buddy_metadata_bytes() reports the exact figure;
- * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,544 bytes.
+ * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,568 bytes.
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
  * use find-first-set instructions; nothing is ever scanned.  A summary word
@@ -50,9 +50,25 @@
  * and whichever operation writes it out pays at most L (D + 1) words more,
  * once (hence the factor 2).  Statistics, placement and statuses are
  * exactly those of eager splitting.
- * buddy_new is O(L) (metadata comes zeroed from calloc, so the pages of a
- * large arena's metadata are committed only as they are first touched).
+ * buddy_new is O(L): the metadata comes zeroed from calloc, or, from
+ * 1 MiB on (POSIX), from an anonymous private mmap with MAP_NORESERVE, so
+ * the pages of a large arena's metadata are committed only as they are
+ * first touched (a 1 TiB arena of 4 KiB blocks starts at once).
  * buddy_check is O(N).
+ *
+ * ---------------------------------------------------------------------------
+ * Where the metadata lives
+ * ---------------------------------------------------------------------------
+ * All of an allocator's metadata -- counters, bitmaps, the descriptors that
+ * say where each bitmap is -- is one contiguous region of exactly
+ * buddy_metadata_bytes() bytes, and nothing in it is a pointer: bitmaps are
+ * found by offsets from the region's start.  So the region may be laid out
+ * in memory the caller provides (buddy_init_at), for instance a shared
+ * memory segment, and opened again at another address, for instance by
+ * another process that maps the same segment (buddy_attach_at).  The
+ * region starts with a magic number and a layout version (which includes
+ * the size of the build's struct), so opening memory that holds no
+ * allocator, or one from an incompatible build, is refused.
  *
  * ---------------------------------------------------------------------------
  * Threads
@@ -60,6 +76,8 @@
  * An allocator is not safe to use from several threads at once unless the
  * core is compiled with BUDDY_LOCKED defined to 1; then every function that
  * takes a buddy_t (except buddy_destroy) holds the allocator's own mutex.
+ * An allocator laid out by buddy_init_at never takes that mutex: its
+ * caller serialises every call (across processes, for shared memory).
  * Different allocators never share state.  The Python binding keeps the
  * GIL across every call, which serialises them on a GIL build, and defines
  * BUDDY_LOCKED on a free-threaded build.
@@ -80,6 +98,9 @@ extern "C" {
 #define BUDDY_MAX_CAPACITY ((uint64_t)1 << 62)
 /* Orders run from 0 (min_size) to at most BUDDY_MAX_ORDER. */
 #define BUDDY_MAX_ORDER 62
+/* The layout of the metadata region; buddy_attach_at refuses any other.
+ * Raised whenever the region's layout changes. */
+#define BUDDY_LAYOUT_VERSION 1
 
 /* Every fallible function returns one of these.  buddy_strerror() has a
  * sentence for each. */
@@ -136,19 +157,46 @@ typedef struct buddy_stats {
  * and leaves *out untouched.  O(L) time, buddy_metadata_bytes() of memory. */
 buddy_status buddy_new(uint64_t capacity, uint64_t min_size, buddy_t **out);
 
-/* Ends the allocator but keeps it readable: its metadata is released, every
- * later buddy_alloc fails and every later buddy_free returns BUDDY_ECLOSED;
- * buddy_stats() still answers with the figures as they were.  Idempotent.
- * NULL is ignored. */
+/* Lays out a new allocator (arguments as buddy_new) in the caller's memory
+ * at `mem`: buddy_metadata_bytes(capacity, min_size) bytes, 64-byte
+ * aligned and all zero (as fresh shared memory or mmap'd pages are; the
+ * core does not clear it, so pages it never needs stay untouched).  On
+ * success stores the allocator, which is `mem` itself, in *out and
+ * returns BUDDY_OK; BUDDY_EINVAL for bad arguments, a NULL or misaligned
+ * `mem`.  O(L).  The memory stays the caller's: buddy_destroy does nothing
+ * to it, and it may be unmapped once no one uses the allocator.  Such an
+ * allocator has no mutex of its own (see Threads); buddy_close on it marks
+ * it closed for every user of the memory. */
+buddy_status buddy_init_at(void *mem, uint64_t capacity, uint64_t min_size,
+                           buddy_t **out);
+
+/* Opens the allocator that buddy_init_at laid out at `mem` -- the same
+ * memory mapped at any address, in any process.  Checks the magic number,
+ * the layout version and build, and that every stored size and offset is
+ * the one buddy_init_at would lay out for the stored capacity and
+ * min_size; returns BUDDY_EINVAL (and leaves *out untouched) if any
+ * differs, if mem is NULL or not 64-byte aligned.  It cannot know how
+ * much memory is there: the caller must have buddy_metadata_bytes() of the
+ * stored figures readable at mem.  O(L D).  The state (which blocks are
+ * live) is not checked; buddy_check does that. */
+buddy_status buddy_attach_at(void *mem, buddy_t **out);
+
+/* Ends the allocator but keeps it readable: every later buddy_alloc fails
+ * and every later buddy_free returns BUDDY_ECLOSED; buddy_stats() still
+ * answers with the figures as they were.  The bitmaps of a region that
+ * buddy_new mapped (1 MiB or more) are returned to the system at once;
+ * smaller ones go at buddy_destroy.  Idempotent.  NULL is ignored. */
 void buddy_close(buddy_t *b);
 
-/* Releases everything; b must not be used afterwards.  NULL is ignored.
+/* Releases everything buddy_new allocated; b must not be used afterwards.
+ * NULL, and an allocator in caller memory (buddy_init_at), are ignored.
  * Not to be called while another thread may be using b. */
 void buddy_destroy(buddy_t *b);
 
-/* Bytes of memory the allocator uses for (capacity, min_size): the struct
- * plus the bitmaps, as buddy_new would allocate them.  0 if the arguments
- * are invalid. */
+/* Bytes of the allocator's metadata region for (capacity, min_size): the
+ * struct, one descriptor per order and the bitmaps -- exactly what
+ * buddy_init_at needs and buddy_new allocates.  0 if the arguments are
+ * invalid. */
 uint64_t buddy_metadata_bytes(uint64_t capacity, uint64_t min_size);
 
 /* ---- blocks ------------------------------------------------------------- */
