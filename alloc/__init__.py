@@ -7,21 +7,24 @@
 (960, 64)
 """
 
-from ._allocator import BuddyAllocator, OffsetAllocator
+from ._allocator import BufferLike, BuddyAllocator, Counters, OffsetAllocator, Stats
 from ._errors import BufferArgumentError, OutOfMemory, UseAfterFree
 from ._version import __version__
 
 __all__ = [
+    "BufferLike",
     "BuddyAllocator",
+    "Counters",
     "BufferArgumentError",
     "OffsetAllocator",
     "OutOfMemory",
+    "Stats",
     "UseAfterFree",
     "__version__",
 ]
 
 # Tracebacks and help() name the public package, as numpy does.
 for _cls in (BuddyAllocator, OffsetAllocator, BufferArgumentError, OutOfMemory,
-             UseAfterFree):
+             UseAfterFree, Stats, Counters):
     _cls.__module__ = __name__
 del _cls

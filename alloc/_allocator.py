@@ -18,15 +18,39 @@ Thread safety: the C calls keep the GIL (see ``csrc/ffi_build.py``), so each
 is atomic, and every operation is one C call on shared state.
 """
 
-from __future__ import annotations
-
 import contextlib
 import numbers
 import operator
 import os
+import sys
 import threading
 from typing import (Any, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar,
                     Union, cast)
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:  # the same protocol, backported
+    from typing_extensions import Buffer
+
+if sys.version_info >= (3, 11):
+    from typing import TypedDict
+else:
+    from typing_extensions import TypedDict
+
+from typing import Protocol
+
+
+class _ArrayLike(Protocol):
+    """numpy arrays: a buffer, but numpy's stubs say so (``__buffer__``)
+    only to type checkers targeting Python 3.12+."""
+
+    @property
+    def __array_interface__(self) -> Dict[str, Any]: ...
+
+
+#: What ``free``, ``offset_of`` and ``realloc`` accept: any object that
+#: exports a buffer (bytes-like objects, memoryviews, mmap, numpy arrays).
+BufferLike = Union[Buffer, _ArrayLike]
 
 try:
     from ._buddy import ffi, lib
@@ -47,10 +71,35 @@ if _BUILT_FOR != __version__:
         f"{_BUILT_FOR}: rebuild it (pip install -e . or pip install .)"
     )
 
-__all__ = ["BuddyAllocator", "OffsetAllocator"]
+__all__ = ["BuddyAllocator", "OffsetAllocator", "Stats", "Counters"]
 
-#: Anything that exports a buffer (bytes-like objects, numpy arrays, mmap).
-Buffer = Any
+
+
+class Stats(TypedDict):
+    """What :meth:`BuddyAllocator.stats` returns (one consistent snapshot)."""
+
+    bytes_total: int
+    bytes_allocated: int
+    bytes_wasted: int
+    bytes_free: int
+    largest_free: int
+    min_size: int
+    live_blocks: int
+    free_blocks: Dict[int, int]
+    metadata_bytes: int
+    peak_bytes_allocated: int
+    peak_bytes_in_blocks: int
+    peak_live_blocks: int
+    orders: List[_observe.OrderRow]
+
+
+class Counters(TypedDict):
+    """What :meth:`BuddyAllocator.counters` returns."""
+
+    alloc_calls: int
+    free_calls: int
+    failed_allocs: int
+
 
 _P = TypeVar("_P", bound="_Pool")
 
@@ -201,7 +250,7 @@ class _Pool:
                 yield int(out[0]), int(out[1]), int(out[2])
             off = int(out[0] + out[1])
 
-    def render(self, path: Union[str, "os.PathLike[str]", None] = None, *,
+    def render(self, path: Union[str, os.PathLike[str], None] = None, *,
                width: int = 1200) -> Optional[str]:
         """Draw the arena map: live blocks (requested part and wasted tail),
         free blocks and the part of the buddy tree past the capacity, with
@@ -225,8 +274,8 @@ class _Pool:
             raise _status_error(status, "render()")
         req, waste, free = (ffi.unpack(arrays + i * cells, cells) for i in range(3))
         free_bytes = st["bytes_free"]
-        caption = {
-            k: st[k]
+        caption: Dict[str, Any] = {
+            k: st[k]  # type: ignore[literal-required,unused-ignore]
             for k in ("bytes_total", "bytes_allocated", "bytes_wasted", "bytes_free",
                       "largest_free", "live_blocks", "peak_bytes_allocated")
         }
@@ -311,7 +360,7 @@ class _Pool:
         """Number of live blocks."""
         return int(self._st.live_blocks) if self._st is not None else 0
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> Stats:
         """Every statistic in one consistent snapshot, plus ``free_blocks``:
         ``{block_size: number of free blocks of that size}`` for every block
         size of the tree (like Linux's /proc/buddyinfo), ``metadata_bytes``
@@ -364,7 +413,7 @@ class _Pool:
             raise _never_created(self)
         lib.buddy_reset_peaks(self._core)
 
-    def counters(self) -> Dict[str, int]:
+    def counters(self) -> Counters:
         """History since creation (never decreasing): successful
         ``alloc_calls`` and ``free_calls``, and ``failed_allocs`` refused
         for lack of space."""
@@ -459,7 +508,7 @@ class BuddyAllocator(_Pool):
     _arena: Any = None
     _base = 0
 
-    def __init__(self, arena: Union[int, Buffer], *, min_size: int = 16,
+    def __init__(self, arena: Union[int, BufferLike], *, min_size: int = 16,
                  guard: bool = False) -> None:
         min_size = _min_size_arg(min_size)
         if isinstance(arena, bool):
@@ -467,7 +516,7 @@ class BuddyAllocator(_Pool):
         if isinstance(arena, numbers.Integral):  # int, numpy integers
             capacity, mv, base = self._own_arena(int.__index__(operator.index(arena)), min_size)
         else:
-            capacity, mv, base = self._buffer_arena(arena, min_size)
+            capacity, mv, base = self._buffer_arena(cast(BufferLike, arena), min_size)
         try:
             self._open(capacity, min_size, base)
             if guard:
@@ -496,9 +545,9 @@ class BuddyAllocator(_Pool):
         return capacity, mv, int(ffi.cast("uintptr_t", self._arena))
 
     @staticmethod
-    def _buffer_arena(arena: Buffer, min_size: int) -> Tuple[int, memoryview, int]:
+    def _buffer_arena(arena: BufferLike, min_size: int) -> Tuple[int, memoryview, int]:
         try:
-            mv = memoryview(arena)
+            mv = memoryview(arena)  # type: ignore[arg-type]  # numpy: see _ArrayLike
         except TypeError:
             raise TypeError(
                 "arena must be an int or a writable buffer, "
@@ -678,7 +727,7 @@ class BuddyAllocator(_Pool):
             f"(capacity {self._capacity}, {self.bytes_free} bytes free)"
         )
 
-    def free(self, block: Buffer) -> None:
+    def free(self, block: BufferLike) -> None:
         """Return a block: the view :meth:`alloc` gave, or any buffer over
         exactly the same bytes.
 
@@ -691,7 +740,7 @@ class BuddyAllocator(_Pool):
         if status:
             self._free_other(block, status, "free()")
 
-    def free_many(self, blocks: Iterable[Buffer]) -> None:
+    def free_many(self, blocks: Iterable[BufferLike]) -> None:
         """Free each block in order (one C call for the whole list).
 
         On the first block that :meth:`free` would refuse, raises its
@@ -775,7 +824,7 @@ class BuddyAllocator(_Pool):
             what = f"{what} at offset {where}, {len(ptr)} bytes"
         return _status_error(status, what)
 
-    def offset_of(self, block: Buffer) -> int:
+    def offset_of(self, block: BufferLike) -> int:
         """The offset from the arena start of a live block (the view, or a
         buffer over exactly its bytes).  Raises like :meth:`free`."""
         return self._find(block, "offset_of()")[0]
@@ -806,7 +855,7 @@ class BuddyAllocator(_Pool):
             ffi.release(ptr)
         raise error
 
-    def realloc(self, block: Buffer, new_size: int) -> memoryview:
+    def realloc(self, block: BufferLike, new_size: int) -> memoryview:
         """Resize a live block: return a view of ``new_size`` bytes holding
         the block's contents up to ``min(old, new_size)`` bytes.
 
