@@ -1283,7 +1283,7 @@ class SharedBuddyAllocator(BuddyAllocator):
     @property
     def records_bytes(self) -> int:
         """The requested-size records in the segment: N (1 + w) bytes, N =
-        capacity / min_size, w = max(1, ceil(log2(min_size) / 8))."""
+        capacity / min_size, w = ceil((log2(min_size) + 1) / 8)."""
         return int(lib.shared_records_bytes(self._h)) if self._h != ffi.NULL else 0
 
     def close(self) -> None:

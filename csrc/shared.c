@@ -41,7 +41,7 @@ typedef struct header {
     uint64_t clean;         /* ... and the state sound as it was */
     uint64_t repairs;       /* ... and rebuilt the core from the records */
     uint64_t corrupt;       /* ... and marked the segment corrupt */
-    char reason[200];       /* why the state is STATE_CORRUPT */
+    char reason[256];       /* why the state is STATE_CORRUPT */
     pthread_mutex_t lock __attribute__((aligned(64)));
 } header_t;
 
@@ -73,12 +73,13 @@ static uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1)
 
 static unsigned log2_ceil(uint64_t n) { return n <= 1 ? 0u : 64u - (unsigned)__builtin_clzll(n - 1); }
 
-/* w: waste bytes per minimum block. */
+/* w: waste bytes per minimum block: a minimum block's waste is 0 ..
+ * min_size (a zero-size request wastes all of it), log2(min_size) + 1
+ * bits. */
 static uint32_t layout_waste_width(uint64_t min_size)
 {
-    unsigned bits = (unsigned)__builtin_ctzll(min_size);
-    unsigned w = (bits + 7) / 8;
-    return w ? w : 1;
+    unsigned bits = (unsigned)__builtin_ctzll(min_size) + 1;
+    return (bits + 7) / 8;
 }
 
 /* The layout for (capacity, min_size); 0 if they are not valid. */
@@ -233,7 +234,7 @@ static int rec_scan(shared_t *h, int rebuild, char *msg, size_t len)
                            (unsigned long long)i);
         uint64_t block = h->min_size << k, waste = rec_waste(h, i, k);
         uint64_t req = block - waste, want = rec_block_for(h, req);
-        if (waste >= block || ((t & TAG_ALIGNED) ? want >= block : want != block))
+        if (waste > block || ((t & TAG_ALIGNED) ? want >= block : want != block))
             return say(msg, len, "record of the block at offset %llu: %llu of "
                        "its %llu bytes wasted does not fit its tag",
                        (unsigned long long)(i << h->shift),
@@ -274,10 +275,9 @@ static int rec_agree(shared_t *h, char *msg, size_t len)
                 return say(msg, len, "the live block of %llu bytes at offset "
                            "%llu has no record of its size (tag 0x%02x)",
                            (unsigned long long)size, (unsigned long long)start, t);
-            uint64_t block = 0, req = 0, align = 0;
-            rec_read(h, i, t, &block, &req, &align);
-            uint64_t want = rec_block_for(h, req);
-            if (block - req >= block || (align ? want >= block : want != block))
+            uint64_t block = size, waste = rec_waste(h, i, rec_order(h, size));
+            uint64_t req = block - waste, want = rec_block_for(h, req);
+            if (waste > block || ((t & TAG_ALIGNED) ? want >= block : want != block))
                 return say(msg, len, "the record of the block at offset %llu "
                            "says %llu bytes were requested of %llu",
                            (unsigned long long)start, (unsigned long long)req,
@@ -316,12 +316,12 @@ static void lock_mark_corrupt(shared_t *h, const char *why)
 static void lock_recover(shared_t *h)
 {
     header_t *hd = h->hd;
-    char msg[160], why[200];
+    char msg[160], why[256];
     hd->deaths++;
     if (hd->state != STATE_SOUND)
         return;
     if (rec_scan(h, 0, msg, sizeof msg) != BUDDY_OK) {
-        snprintf(why, sizeof why, "a process died holding the lock and the "
+        snprintf(why, sizeof why, "a process died holding the lock; its "
                  "records are broken: %s", msg);
         lock_mark_corrupt(h, why);
         return;
@@ -339,8 +339,8 @@ static void lock_recover(shared_t *h)
         rec_scan(h, 1, msg, sizeof msg) != BUDDY_OK ||
         buddy_check(h->core, msg, sizeof msg) != BUDDY_OK ||
         rec_agree(h, msg, sizeof msg) != BUDDY_OK) {
-        snprintf(why, sizeof why, "a process died holding the lock and the "
-                 "allocator could not be rebuilt from its records: %s", msg);
+        snprintf(why, sizeof why, "a process died holding the lock; rebuilding "
+                 "from the records failed: %s", msg);
         lock_mark_corrupt(h, why);
         return;
     }
@@ -468,12 +468,6 @@ static const char *attach_refusal(const header_t *hd, uint64_t size, char *why,
                                   size_t len)
 {
     layout_t l;
-    if (size < sizeof(header_t)) {
-        snprintf(why, len, "the segment has %llu bytes, too few for an "
-                 "allocator's header (%llu)", (unsigned long long)size,
-                 (unsigned long long)sizeof(header_t));
-        return why;
-    }
     if (__atomic_load_n(&hd->magic, __ATOMIC_ACQUIRE) != SHARED_MAGIC)
         return "it is not a SharedBuddyAllocator's segment (no magic number; "
                "or its creator has not finished laying it out)";
@@ -524,9 +518,9 @@ int shared_attach(const char *name, shared_t **out, char *why, size_t whylen)
     uint64_t size = (uint64_t)sb.st_size;
     if (size < sizeof(header_t)) {
         close(fd);
-        header_t none;
-        memset(&none, 0, sizeof none);
-        snprintf(why, whylen, "%s", attach_refusal(&none, size, why, whylen));
+        snprintf(why, whylen, "the segment has %llu bytes, too few for an "
+                 "allocator's header (%llu)", (unsigned long long)size,
+                 (unsigned long long)sizeof(header_t));
         return SHARED_ENOTOURS;
     }
     void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

@@ -25,7 +25,7 @@
  * ---------------------------------------------------------------------------
  * Requested-size records: N (1 + w) bytes, fixed
  * ---------------------------------------------------------------------------
- *     w = max(1, ceil(log2(min_size) / 8))       (1 byte up to min_size 256)
+ *     w = ceil((log2(min_size) + 1) / 8)         (1 byte up to min_size 128)
  *     records = N * (1 + w) bytes                (16 B blocks: 1/8 of the
  *                                                 arena; 64 B: 1/32)
  * The tag of minimum block i is 0 unless a live block starts there; then
@@ -33,8 +33,9 @@
  * aligned allocation), where k is the block's order.  A live block of
  * order k owns the waste bytes of its 2^k minimum blocks, w 2^k >= w
  * bytes, and stores waste = block size - requested size there (little
- * endian, in the first min(8, w 2^k) of them).  waste < block size =
- * min_size 2^k needs log2(min_size) + k bits, which always fit.
+ * endian, in the first min(8, w 2^k) of them).  0 <= waste <= block size
+ * = min_size 2^k (a zero-size request wastes the whole block) needs
+ * log2(min_size) + k + 1 bits, which always fit.
  * So the records say, with no other input, which blocks are live, their
  * orders and their requested sizes.
  *
