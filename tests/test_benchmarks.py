@@ -26,7 +26,7 @@ if ROOT not in sys.path:  # benchmarks/ is not installed; last, it shadows nothi
 ALL_WORKLOADS = [
     *(f"pair-{n}" for n in (64, 1024, 4096, 65536, 1048576)),
     *(f"pair-{n}-touched" for n in (64, 1024, 4096, 65536, 1048576)),
-    "churn-py", "seed-zipf", "fill-64", "batch-64",
+    "churn-py", "seed-zipf", "fill-64", "batch-64", "shared-pair",
     "fill64-shuf", "churn", "churn-dense", "churn-75pct", "pair64-empty",
     "fillrand", "scale",
 ]

@@ -365,11 +365,21 @@ def test_start_methods_carry_the_allocator(make, method):
 
 
 def _churn_entry(alloc_, ready):
+    """Alloc and free at random, singly and in batches (a batch is one long
+    critical section), until killed."""
     rng = random.Random(os.getpid())
     live = []
     ready.set()
     while True:
-        if len(live) < 48 and rng.random() < 0.55:
+        x = rng.random()
+        if x < 0.1 and len(live) < 200:
+            try:
+                live.extend(alloc_.alloc_many(rng.randrange(0, 300), 24))
+            except OutOfMemory:
+                pass
+        elif x < 0.2 and len(live) >= 24:
+            alloc_.free_many([live.pop() for _ in range(24)])
+        elif len(live) < 200 and x < 0.6:
             v = alloc_.try_alloc(rng.randrange(0, 600))
             if v is not None:
                 live.append(v)
