@@ -9,7 +9,8 @@
    free them (half by a view of their own mapping, half by offset): 2 x
    rounds operations per worker plus the checks.  At the end the arena must
    be empty, alloc_calls == free_calls == workers x rounds, check() clean.
-2. kills: three workers churn (alloc/free singly and in batches of 24);
+2. kills: three workers churn (alloc/free singly and in batches of 24,
+   and now and then check(), a long critical section);
    one at a time is SIGKILLed at a random moment (0-4 ms after the last)
    and replaced; after every kill the parent runs check().  A death while
    holding the lock is recovered by the next locker: found sound,
@@ -41,7 +42,8 @@ def main() -> int:
     ap.add_argument("--method", default="fork", choices=["fork", "spawn", "forkserver"])
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, start method {args.method}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
+          f"start method {args.method}", flush=True)
 
     with SharedBuddyAllocator(create=True, size=32 << 20, min_size=16) as a:
         try:
@@ -56,7 +58,7 @@ def main() -> int:
             print(f"exchange: {args.workers} workers x {args.rounds:,} blocks "
                   f"(alloc + verify + free by another: {2 * args.rounds:,} ops each, "
                   f"{2 * freed:,} in all) in {dt:.1f} s; counters {c}; "
-                  f"arena empty, check() clean: {ok}")
+                  f"arena empty, check() clean: {ok}", flush=True)
         finally:
             a.unlink()
     if not ok:
@@ -83,7 +85,8 @@ def main() -> int:
           f"{allocators} allocator(s); deaths holding the lock: "
           f"{tallies['owner_deaths']} -> found sound {tallies['sound']}, "
           f"repaired from the records {tallies['repaired']}, marked corrupt "
-          f"{tallies['corrupt']}; check() clean after every other kill")
+          f"{tallies['corrupt']}; check() clean after every kill that left "
+          f"the allocator usable", flush=True)
     return 0
 
 

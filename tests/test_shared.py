@@ -365,14 +365,16 @@ def test_start_methods_carry_the_allocator(make, method):
 
 
 def _churn_entry(alloc_, ready):
-    """Alloc and free at random, singly and in batches (a batch is one long
-    critical section), until killed."""
+    """Alloc and free at random, singly and in batches, and check() now and
+    then (a batch and a check are long critical sections), until killed."""
     rng = random.Random(os.getpid())
     live = []
     ready.set()
     while True:
         x = rng.random()
-        if x < 0.1 and len(live) < 200:
+        if x < 0.005:
+            alloc_.check()
+        elif x < 0.1 and len(live) < 200:
             try:
                 live.extend(alloc_.alloc_many(rng.randrange(0, 300), 24))
             except OutOfMemory:
