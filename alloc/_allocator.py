@@ -1183,7 +1183,7 @@ class SharedBuddyAllocator(BuddyAllocator):
 
     _h: Any = _NO_SHARED
     _name: Optional[str] = None
-    _tracked = False
+    _tracker_pid = 0  # the pid that registered the name with its resource tracker
     _frozen: Any = None
     _live_st: Any = None
     _frozen_largest = 0
@@ -1246,7 +1246,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         if os.name == "posix":  # the creator's resource tracker unlinks a leak
             from multiprocessing import resource_tracker
             resource_tracker.register(seg, "shared_memory")
-            self._tracked = True
+            self._tracker_pid = os.getpid()
         return out[0]
 
     def _attach(self, name: str) -> Any:
@@ -1307,14 +1307,17 @@ class SharedBuddyAllocator(BuddyAllocator):
     def unlink(self) -> None:
         """Remove the segment's name (as ``SharedMemory.unlink``): no process
         can attach any more; the memory goes once every attached process has
-        closed.  Call it once, from any one process.  FileNotFoundError if
+        closed.  Call it once, from any one process (best the creator: as
+        with SharedMemory, the creator's resource tracker unlinks a segment
+        its creator did not, at exit, with a warning).  FileNotFoundError if
         the name is already gone."""
         seg = _segment_name(self.name)
         err = int(lib.shared_unlink(seg.encode()))
-        if self._tracked:
-            from multiprocessing import resource_tracker
+        if self._tracker_pid == os.getpid():  # not in a forked copy: it
+            from multiprocessing import resource_tracker  # registered nothing
+
             resource_tracker.unregister(seg, "shared_memory")
-            self._tracked = False
+            self._tracker_pid = 0
         if err:
             raise FileNotFoundError(err, os.strerror(err), self.name)
 
@@ -1323,6 +1326,8 @@ class SharedBuddyAllocator(BuddyAllocator):
         return (type(self), (self.name,))
 
     def __repr__(self) -> str:
+        if self._corrupt() is not None and not self._closed:
+            return f"<{type(self).__name__} name={self.name!r} corrupt>"
         return super().__repr__().replace(
             f"<{type(self).__name__} ", f"<{type(self).__name__} name={self.name!r} ", 1)
 

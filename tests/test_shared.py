@@ -493,6 +493,9 @@ def test_death_with_broken_records_marks_corrupt(make):
                 with pytest.raises(RuntimeError, match="died holding the lock"):
                     op()
         assert a.recovery_counts()["corrupt"] == 1
+        assert repr(b).endswith("corrupt>")
+        a.close()  # closing and unlinking still work
+        assert a.closed
     finally:
         b.close()
 
@@ -567,6 +570,9 @@ def worker(a):
     a.free(v)
     a.close()
 
+def unlinker(c):
+    c.unlink()  # a worker may remove the name; the creator's tracker copes
+
 if __name__ == "__main__":
     mp.set_start_method({method!r})
     a = SharedBuddyAllocator(create=True, size=1 << 16)
@@ -577,6 +583,13 @@ if __name__ == "__main__":
     a.alloc(1)
     a.close()
     a.unlink()
+    c = SharedBuddyAllocator(create=True, size=4096)
+    p = mp.Process(target=unlinker, args=(c,))
+    p.start(); p.join()
+    try:
+        c.unlink()
+    except FileNotFoundError:
+        print("gone", end=" ")
     print("done")
 """
 
@@ -589,7 +602,7 @@ def test_no_resource_tracker_warnings_or_leaks(method, tmp_path):
     out = subprocess.run([sys.executable, str(script)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "done\n"
+    assert out.stdout == "gone done\n"
     assert out.stderr == ""  # no leak warning, no tracker traceback
     assert not {n for n in set(os.listdir(SHM_DIR)) - before if n.startswith("abuddy_")}
 
