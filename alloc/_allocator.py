@@ -1405,7 +1405,10 @@ class SharedBuddyAllocator(BuddyAllocator):
     def check(self) -> None:
         """Walk the core's metadata and the requested-size records under the
         lock; raise :class:`RuntimeError` naming the first inconsistency
-        (or why the segment is marked corrupt).  Never changes anything."""
+        (or why the segment is marked corrupt).  Never changes anything.
+        After :meth:`close` there is nothing to check (as BuddyAllocator)."""
+        if self._closed:
+            return
         msg = ffi.new("char[]", 256)
         status = int(lib.shared_check(self._h, msg, 256))
         if status == lib.BUDDY_ECORRUPT:
@@ -1513,9 +1516,8 @@ class SharedBuddyAllocator(BuddyAllocator):
         c = _as_size(count, "count")
         mv, h = self._mv, self._h
         fits = c <= self._capacity // max(self._min_size, 1)
-        if not fits:
-            raise self._refusal(n, _REFUSED, count=c)
-        out = ffi.new("uint64_t[]", c) if c else ffi.NULL
+        # more blocks than the arena has: the core refuses (and counts) them
+        out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
         with self._zero_lock if n == 0 else _NO_LOCK:
             status = int(lib.shared_alloc_many(h, min(n, _U64_MAX), c, out))
             if status:

@@ -91,6 +91,8 @@ def test_everything_buddyallocator_offers(make):
         assert a.try_alloc(1 << 20) is None
         with pytest.raises(OutOfMemory):
             a.alloc(1 << 17)
+        with pytest.raises(OutOfMemory):
+            a.alloc_many(16, (1 << 16) // 16 + 1)  # more than the arena has
         many = a.alloc_many(64, 10)
         assert len(b) == 11 and b.bytes_allocated == 40 + 640
         b.free_many([b.block_at(a.offset_of(m)) for m in many[:5]])
@@ -162,6 +164,7 @@ def test_close_keeps_views_and_freezes_statistics(make):
         b.alloc(1)
     with pytest.raises(ValueError):
         b.free(v)
+    b.check()  # nothing to check after close, as BuddyAllocator
     a.alloc(5)  # another process's change does not reach the frozen figures
     assert len(b) == 1 and len(a) == 2
     del b
@@ -607,14 +610,15 @@ def test_no_resource_tracker_warnings_or_leaks(method, tmp_path):
     assert not {n for n in set(os.listdir(SHM_DIR)) - before if n.startswith("abuddy_")}
 
 
-def test_a_creator_that_never_unlinks_is_cleaned_up():
+def test_a_creator_that_never_unlinks_is_cleaned_up(tmp_path):
     """As SharedMemory: the creator's resource tracker unlinks a forgotten
     segment at exit (and says so)."""
     script = ("from alloc import SharedBuddyAllocator\n"
               "a = SharedBuddyAllocator(create=True, size=4096)\n"
               "print(a.name)\n")
+    # run outside the checkout: its unbuilt alloc/ must not shadow the install
     out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, cwd=tmp_path)
     name = out.stdout.strip()
     assert out.returncode == 0 and name.startswith("abuddy_")
     assert "leaked shared_memory" in out.stderr
