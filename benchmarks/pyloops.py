@@ -125,17 +125,25 @@ def run_pair(side: str, p: Dict[str, Any]) -> Run:
 # ---- shared-pair ---------------------------------------------------------------
 
 
-def _shared_creator(p: Dict[str, Any], names: Any, stop: Any) -> None:
-    """The first process: makes the segment, hands over its name, idles."""
+def _shared_creator(p: Dict[str, Any], names: Any, attached: Any, stop: Any) -> None:
+    """The first process: makes the segment, hands over its name, removes the
+    name once the timing process has attached (so nothing can leak), then
+    idles until told to stop or its parent is gone (the runner may kill the
+    timing process before its atexit handlers run)."""
+    import os
+
     import alloc
 
+    parent = os.getppid()
     a = alloc.SharedBuddyAllocator(create=True, size=p["arena"], min_size=p["min_size"])
     try:
         names.put(a.name)
-        stop.wait()
+        attached.wait(60)
     finally:
-        a.close()
         a.unlink()
+    while not stop.wait(0.5) and os.getppid() == parent:
+        pass
+    a.close()
 
 
 def run_shared_pair(side: str, p: Dict[str, Any]) -> Run:
@@ -150,10 +158,12 @@ def run_shared_pair(side: str, p: Dict[str, Any]) -> Run:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork")
-        names, stop = ctx.Queue(), ctx.Event()
-        creator = ctx.Process(target=_shared_creator, args=(p, names, stop), daemon=True)
+        names, attached, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+        creator = ctx.Process(target=_shared_creator, args=(p, names, attached, stop),
+                              daemon=True)
         creator.start()
         a = alloc.SharedBuddyAllocator(names.get(timeout=60))
+        attached.set()
 
         def finish() -> None:
             a.close()
