@@ -204,6 +204,39 @@ def test_unlink_while_attached(make):
     a.check()
 
 
+# ---- the state machine of test_statemachine, on a shared arena ----------------
+
+
+def _shared_machine(base):
+    class Shared(base):
+        """test_statemachine's traces (model-predicted offsets and statistics,
+        wrong frees of every kind, check() after every step) on a
+        SharedBuddyAllocator."""
+
+        def make_int_arena(self, n, m):
+            return SharedBuddyAllocator(create=True, size=n, min_size=m)
+
+        def teardown(self):
+            self.a.close()
+            self.a.unlink()
+
+    return Shared
+
+
+@pytest.mark.parametrize("cfg", [("int", 4096, 16), ("int", 3000, 64), ("int", 100, 16)],
+                         ids=["4096-16", "3000-64", "100-16"])
+def test_random_traces_agree_with_model(cfg):
+    from hypothesis import settings
+    from hypothesis.stateful import run_state_machine_as_test
+    from test_statemachine import AllocatorMachine, CountingMachine
+
+    for base, examples in ((AllocatorMachine, 20), (CountingMachine, 8)):
+        machine = _shared_machine(base)
+        run_state_machine_as_test(lambda: machine(cfg),
+                                  settings=settings(max_examples=examples,
+                                                    stateful_step_count=50))
+
+
 # ---- segments that are not ours ----------------------------------------------
 
 
