@@ -5,8 +5,7 @@ setup.py names it in ``cffi_modules``.  The module compiles the C core
 address, exact sizes), the entry points that take a Python object's buffer
 in C (``seam.c``), the C benchmark driver (``bench.c``) and the shared-memory
 allocator (``shared.c``, and ``shared_py.c`` for its GIL and buffer entry
-points) into one
-extension.
+points) into one extension.
 
 Every call into this module keeps the GIL: the preamble redefines the macros
 that cffi's generated wrappers use to release and re-take it (and to save and

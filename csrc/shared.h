@@ -75,8 +75,30 @@
  * SHARED_ECORRUPT.  pthread_mutex_consistent is called in both cases, so
  * the mutex itself stays usable.
  *
+ * ---------------------------------------------------------------------------
+ * Cost
+ * ---------------------------------------------------------------------------
+ * An operation is the core's (buddy.h: O(L) levels) plus the lock (one
+ * atomic instruction each way when uncontended) plus O(1) record bytes
+ * (at most 8 waste bytes and the tag).  shared_check and recovery are
+ * O(N); a rebuild adds O(live blocks * L).  shared_create is O(L) and
+ * touches only the header and the core's head: the rest of the segment
+ * (ftruncate'd, so zero) is committed as it is used.
+ *
+ * ---------------------------------------------------------------------------
+ * Threads and processes
+ * ---------------------------------------------------------------------------
+ * Every function that takes a shared_t is safe from any thread of any
+ * attached process (the segment's mutex), except shared_release, which
+ * must be the handle's last use.  A handle is private to its process
+ * (malloc'd, holding this mapping's addresses); a fork()ed child may use
+ * its copy, since the mapping is inherited.
+ *
  * Nothing here aborts or prints.  Statuses are buddy_status values or the
- * SHARED_* codes below.
+ * SHARED_* codes below: every block function returns BUDDY_ECLOSED after
+ * shared_detach (allocations: SHARED_REFUSED), SHARED_ECORRUPT once the
+ * segment is marked corrupt (allocations: SHARED_CORRUPT), and otherwise
+ * what the corresponding pool.h function returns.
  */
 #ifndef ALLOC_SHARED_H
 #define ALLOC_SHARED_H
