@@ -294,8 +294,8 @@ class _Pool:
                 f.write(_observe.svg(req, waste, free, **kw))
         return None
 
-    # The C calls of blocks(), render() and stats(), for a subclass whose
-    # handle is not a pool (SharedBuddyAllocator) to replace.
+    # The C calls of blocks() and render() (and _snapshot above), for a
+    # subclass whose handle is not a pool (SharedBuddyAllocator) to replace.
 
     def _c_block_at(self, off: int, out: Any) -> int:
         """pool_block_at: start, block size, requested size into out[0:3]."""
@@ -304,10 +304,6 @@ class _Pool:
     def _c_map(self, cells: int, arrays: Any) -> int:
         """pool_map into the three arrays of ``cells`` each in ``arrays``."""
         return int(lib.pool_map(self._h, cells, arrays, arrays + cells, arrays + 2 * cells))
-
-    def _c_snapshot(self, s: Any) -> None:
-        """buddy_snapshot into ``s`` (a ``buddy_stats_t *``)."""
-        lib.buddy_snapshot(self._core, s)
 
     def _repr_svg_(self) -> str:
         """Jupyter shows the arena map when a pool ends a cell."""
@@ -339,17 +335,29 @@ class _Pool:
         """Sum of the sizes requested by live blocks."""
         return int(self._st.bytes_requested) if self._st is not None else 0
 
+    def _snapshot(self) -> Any:
+        """All the core's counters copied at one instant (under the core's
+        lock on a free-threaded build): a figure made of two counters must
+        not mix one read before another thread's alloc with one after."""
+        s = ffi.new("buddy_stats_t *")
+        lib.buddy_snapshot(self._core, s)
+        return s
+
     @property
     def bytes_wasted(self) -> int:
         """Sum over live blocks of block size minus requested size."""
-        st = self._st
-        return int(st.bytes_in_blocks - st.bytes_requested) if st is not None else 0
+        if self._core is None:
+            return 0
+        s = self._snapshot()
+        return int(s.bytes_in_blocks - s.bytes_requested)
 
     @property
     def bytes_free(self) -> int:
         """Capacity not covered by a live block."""
-        st = self._st
-        return int(st.capacity - st.bytes_in_blocks) if st is not None else 0
+        if self._core is None:
+            return 0
+        s = self._snapshot()
+        return int(s.capacity - s.bytes_in_blocks)
 
     @property
     def largest_free(self) -> int:
@@ -386,8 +394,7 @@ class _Pool:
         ``alloc._observe.order_table``).  O(orders)."""
         if self._st is None:
             raise ValueError("the allocator was never created")
-        s = ffi.new("buddy_stats_t *")
-        self._c_snapshot(s)  # one consistent copy
+        s = self._snapshot()
         m = int(s.min_size)
         free_blocks = {m << k: int(s.free_blocks[k]) for k in range(s.max_order + 1)}
         return {
@@ -491,14 +498,14 @@ class _Pool:
         if self._st is None:
             return f"<{type(self).__name__} (not created)>"
         state = "closed " if self._closed else ""
-        free = self.bytes_free
-        largest = self.largest_free
+        s = self.stats()  # one snapshot: the figures agree with each other
+        free, largest = s["bytes_free"], s["largest_free"]
         frag = 0.0 if free == 0 else 100.0 * (1 - largest / free)
         return (
             f"<{type(self).__name__} {state}capacity={self._capacity} "
-            f"min_size={self._min_size} live_blocks={len(self)} "
-            f"bytes_allocated={self.bytes_allocated} "
-            f"bytes_wasted={self.bytes_wasted} bytes_free={free} "
+            f"min_size={self._min_size} live_blocks={s['live_blocks']} "
+            f"bytes_allocated={s['bytes_allocated']} "
+            f"bytes_wasted={s['bytes_wasted']} bytes_free={free} "
             f"largest_free={largest} free_fragmentation={frag:.1f}%>"
         )
 
@@ -1388,13 +1395,17 @@ class SharedBuddyAllocator(BuddyAllocator):
             raise self._error(status, "render()")
         return status
 
-    def _c_snapshot(self, s: Any) -> None:
+    def _snapshot(self) -> Any:
+        """All the counters at one instant: under the segment's lock while
+        attached, the figures frozen at close after."""
+        s = ffi.new("buddy_stats_t *")
         if self._closed:
             ffi.memmove(s, self._frozen, ffi.sizeof("buddy_stats_t"))
-            return
+            return s
         status = int(lib.shared_snapshot(self._h, s))
         if status:
             raise self._error(status, "stats()")
+        return s
 
     def reset_peaks(self) -> None:
         """Set the three peaks to the current figures (for every process)."""
