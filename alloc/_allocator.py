@@ -1156,6 +1156,18 @@ def _segment_name(name: str) -> str:
     return name if name.startswith("/") else "/" + name
 
 
+def _shared_os_error(name: str) -> OSError:
+    """The OSError of a failed shm_open/ftruncate/mmap (or of a platform
+    without robust process-shared mutexes: ENOSYS)."""
+    import errno
+
+    err = int(lib.shared_errno())
+    if err == errno.ENOSYS:
+        return OSError(err, "SharedBuddyAllocator needs POSIX shared memory and "
+                       "robust process-shared mutexes, which this platform lacks", name)
+    return OSError(err, os.strerror(err), name)
+
+
 class SharedBuddyAllocator(BuddyAllocator):
     """A buddy allocator whose arena and metadata live in a named shared
     memory segment, used by every process that attaches to it.
@@ -1240,8 +1252,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         if status == lib.SHARED_EEXIST:
             raise FileExistsError(17, "File exists", want)
         if status == lib.SHARED_ESYS:
-            err = int(lib.shared_errno())
-            raise OSError(err, os.strerror(err), want)
+            raise _shared_os_error(want)
         if status == lib.BUDDY_ENOMEM:
             raise MemoryError("cannot allocate the shared allocator's handle")
         if status != lib.BUDDY_OK:
@@ -1263,8 +1274,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         if status == lib.SHARED_ENOENT:
             raise FileNotFoundError(2, "No such file or directory", name)
         if status == lib.SHARED_ESYS:
-            err = int(lib.shared_errno())
-            raise OSError(err, os.strerror(err), name)
+            raise _shared_os_error(name)
         if status == lib.SHARED_ENOTOURS:
             raise ValueError(
                 f"cannot attach to shared memory {name!r}: "

@@ -9,6 +9,18 @@
 #include "shared.h"
 
 #include <errno.h>
+
+/* See shared.h, Platforms (-DSHARED_SUPPORTED=0 builds the stubs anywhere). */
+#ifndef SHARED_SUPPORTED
+#if defined(_WIN32) || defined(__APPLE__)
+#define SHARED_SUPPORTED 0
+#else
+#define SHARED_SUPPORTED 1
+#endif
+#endif
+
+#if SHARED_SUPPORTED
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -904,3 +916,103 @@ int shared_debug_set_tag(shared_t *h, uint64_t index, unsigned tag)
     lock_leave(h, gil);
     return status;
 }
+
+#else /* !SHARED_SUPPORTED: no robust process-shared mutex or POSIX shm */
+
+/* Every function exists (the extension declares them all); creating and
+ * attaching fail with ENOSYS, so no handle ever reaches the others. */
+
+void shared_set_wait_hooks(void *(*release)(void), void (*reacquire)(void *))
+{
+    (void)release;
+    (void)reacquire;
+}
+int shared_errno(void) { return ENOSYS; }
+int shared_create(const char *name, uint64_t capacity, uint64_t min_size,
+                  shared_t **out)
+{
+    (void)name; (void)capacity; (void)min_size; (void)out;
+    return SHARED_ESYS;
+}
+int shared_attach(const char *name, shared_t **out, char *why, size_t whylen)
+{
+    (void)name; (void)out; (void)why; (void)whylen;
+    return SHARED_ESYS;
+}
+int shared_unlink(const char *name) { (void)name; return ENOSYS; }
+void shared_detach(shared_t *h) { (void)h; }
+void shared_release(shared_t *h) { (void)h; }
+char *shared_arena(const shared_t *h) { (void)h; return NULL; }
+buddy_t *shared_core(const shared_t *h) { (void)h; return NULL; }
+uint64_t shared_capacity(const shared_t *h) { (void)h; return 0; }
+uint64_t shared_min_size(const shared_t *h) { (void)h; return 0; }
+uint64_t shared_segment_bytes(const shared_t *h) { (void)h; return 0; }
+uint64_t shared_records_bytes(const shared_t *h) { (void)h; return 0; }
+int shared_is_corrupt(const shared_t *h, char *why, size_t whylen)
+{
+    (void)h;
+    if (why && whylen)
+        why[0] = '\0';
+    return 0;
+}
+uint64_t shared_counter(const shared_t *h, unsigned which) { (void)h; (void)which; return 0; }
+int64_t shared_alloc(shared_t *h, uint64_t size) { (void)h; (void)size; return SHARED_REFUSED; }
+int64_t shared_alloc_aligned(shared_t *h, uint64_t size, uint64_t align)
+{
+    (void)h; (void)size; (void)align;
+    return SHARED_REFUSED;
+}
+int64_t shared_alloc_many(shared_t *h, uint64_t size, uint64_t count, uint64_t *out)
+{
+    (void)h; (void)size; (void)count; (void)out;
+    return SHARED_REFUSED;
+}
+int shared_free(shared_t *h, const char *ptr, uint64_t len)
+{
+    (void)h; (void)ptr; (void)len;
+    return BUDDY_ECLOSED;
+}
+int shared_locate(shared_t *h, const char *ptr, uint64_t len, uint64_t *offset)
+{
+    (void)h; (void)ptr; (void)len; (void)offset;
+    return BUDDY_ECLOSED;
+}
+int shared_free_at(shared_t *h, uint64_t offset) { (void)h; (void)offset; return BUDDY_ECLOSED; }
+int shared_resize(shared_t *h, uint64_t offset, uint64_t new_size)
+{
+    (void)h; (void)offset; (void)new_size;
+    return BUDDY_ECLOSED;
+}
+int shared_block_at(shared_t *h, uint64_t offset, uint64_t *start, uint64_t *size,
+                    uint64_t *requested)
+{
+    (void)h; (void)offset; (void)start; (void)size; (void)requested;
+    return BUDDY_ECLOSED;
+}
+int shared_map(shared_t *h, uint64_t ncells, uint64_t *requested, uint64_t *wasted,
+               uint64_t *free_bytes)
+{
+    (void)h; (void)ncells; (void)requested; (void)wasted; (void)free_bytes;
+    return BUDDY_ECLOSED;
+}
+int shared_check(shared_t *h, char *msg, size_t msglen)
+{
+    (void)h; (void)msg; (void)msglen;
+    return BUDDY_ECLOSED;
+}
+int shared_snapshot(shared_t *h, buddy_stats_t *out) { (void)h; (void)out; return BUDDY_ECLOSED; }
+int shared_reset_peaks(shared_t *h) { (void)h; return BUDDY_ECLOSED; }
+int shared_debug_lock(shared_t *h) { (void)h; return BUDDY_ECLOSED; }
+int shared_debug_unlock(shared_t *h) { (void)h; return BUDDY_ECLOSED; }
+int shared_debug_flip(shared_t *h, unsigned which, unsigned order, uint64_t index)
+{
+    (void)h; (void)which; (void)order; (void)index;
+    return BUDDY_ECLOSED;
+}
+int shared_debug_set_tag(shared_t *h, uint64_t index, unsigned tag)
+{
+    (void)h; (void)index; (void)tag;
+    return BUDDY_ECLOSED;
+}
+
+#endif /* SHARED_SUPPORTED */

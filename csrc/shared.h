@@ -105,6 +105,11 @@
 
 #include "buddy.h"
 
+/* Platforms: where POSIX shared memory and robust process-shared mutexes
+ * exist (Linux, the BSDs).  Elsewhere (macOS lacks robust mutexes, Windows
+ * both) every function exists, but creating and attaching fail with
+ * SHARED_ESYS and shared_errno() == ENOSYS (shared.c: SHARED_SUPPORTED). */
+
 /* The segment layout; attaching refuses any other. */
 #define SHARED_LAYOUT_VERSION 1
 /* The arena's offset in the segment is a multiple of this: blocks are
