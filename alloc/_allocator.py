@@ -1440,11 +1440,14 @@ class SharedBuddyAllocator(BuddyAllocator):
     def recovery_counts(self) -> Dict[str, int]:
         """How often a process found the lock's holder dead (``owner_deaths``)
         and what it concluded: state ``sound`` as it was, ``repaired`` from
-        the records, or marked ``corrupt``; and how often this process had
-        to wait for the lock (``waits``)."""
+        the records, or marked ``corrupt`` -- or ``interrupted``: the
+        recovering process died too, and the next locker decided again
+        (so, until the segment is corrupt, owner_deaths = sound + repaired
+        + corrupt + interrupted); and how often this process had to wait
+        for the lock (``waits``)."""
         if self._h == ffi.NULL:
             raise _never_created(self)
-        keys = ("owner_deaths", "sound", "repaired", "corrupt", "waits")
+        keys = ("owner_deaths", "sound", "repaired", "corrupt", "waits", "interrupted")
         return {k: int(lib.shared_counter(self._h, i)) for i, k in enumerate(keys)}
 
     def _debug_flip(self, which: int, order: int, index: int) -> None:

@@ -53,6 +53,9 @@ typedef struct header {
     uint64_t clean;         /* ... and the state sound as it was */
     uint64_t repairs;       /* ... and rebuilt the core from the records */
     uint64_t corrupt;       /* ... and marked the segment corrupt */
+    uint64_t interrupted;   /* ... and died themselves before deciding */
+    uint32_t recovering;    /* 1 while a locker decides */
+    uint32_t reserved2;
     char reason[256];       /* why the state is STATE_CORRUPT */
     pthread_mutex_t lock __attribute__((aligned(64)));
 } header_t;
@@ -324,22 +327,36 @@ static void lock_mark_corrupt(shared_t *h, const char *why)
     __atomic_store_n(&hd->state, STATE_CORRUPT, __ATOMIC_RELEASE);
 }
 
+static void lock_decide(shared_t *h, char *msg, size_t msglen, char *why,
+                        size_t whylen);
+
 /* The holder died; this thread holds the lock.  Decide (see shared.h). */
 static void lock_recover(shared_t *h)
 {
     header_t *hd = h->hd;
     char msg[160], why[256];
     hd->deaths++;
-    if (hd->state != STATE_SOUND)
-        return;
-    if (rec_scan(h, 0, msg, sizeof msg) != BUDDY_OK) {
-        snprintf(why, sizeof why, "a process died holding the lock; its "
+    if (hd->recovering)
+        hd->interrupted++; /* the last recoverer died deciding: decide again */
+    hd->recovering = 1;
+    if (hd->state == STATE_SOUND)
+        lock_decide(h, msg, sizeof msg, why, sizeof why);
+    hd->recovering = 0;
+}
+
+/* lock_recover's decision: sound, rebuilt, or corrupt. */
+static void lock_decide(shared_t *h, char *msg, size_t msglen, char *why,
+                        size_t whylen)
+{
+    header_t *hd = h->hd;
+    if (rec_scan(h, 0, msg, msglen) != BUDDY_OK) {
+        snprintf(why, whylen, "a process died holding the lock; its "
                  "records are broken: %s", msg);
         lock_mark_corrupt(h, why);
         return;
     }
-    if (buddy_check(h->core, msg, sizeof msg) == BUDDY_OK &&
-        rec_agree(h, msg, sizeof msg) == BUDDY_OK) {
+    if (buddy_check(h->core, msg, msglen) == BUDDY_OK &&
+        rec_agree(h, msg, msglen) == BUDDY_OK) {
         hd->clean++;
         return;
     }
@@ -348,10 +365,10 @@ static void lock_recover(shared_t *h)
     buddy_t *core = NULL;
     memset(h->core, 0, (size_t)hd->meta_bytes);
     if (buddy_init_at(h->core, h->capacity, h->min_size, &core) != BUDDY_OK ||
-        rec_scan(h, 1, msg, sizeof msg) != BUDDY_OK ||
-        buddy_check(h->core, msg, sizeof msg) != BUDDY_OK ||
-        rec_agree(h, msg, sizeof msg) != BUDDY_OK) {
-        snprintf(why, sizeof why, "a process died holding the lock; rebuilding "
+        rec_scan(h, 1, msg, msglen) != BUDDY_OK ||
+        buddy_check(h->core, msg, msglen) != BUDDY_OK ||
+        rec_agree(h, msg, msglen) != BUDDY_OK) {
+        snprintf(why, whylen, "a process died holding the lock; rebuilding "
                  "from the records failed: %s", msg);
         lock_mark_corrupt(h, why);
         return;
@@ -603,6 +620,7 @@ uint64_t shared_counter(const shared_t *h, unsigned which)
     case 2: return hd->repairs;
     case 3: return hd->corrupt;
     case 4: return h->waits;
+    case 5: return hd->interrupted;
     default: return 0;
     }
 }

@@ -184,8 +184,11 @@ uint64_t shared_records_bytes(const shared_t *h);
 int shared_is_corrupt(const shared_t *h, char *why, size_t whylen);
 
 /* Recovery counters: which = 0 owner deaths seen, 1 found sound, 2
- * repaired from the records, 3 marked corrupt; 4 the times this handle
- * had to wait for the lock (not in the segment). */
+ * repaired from the records, 3 marked corrupt, 5 recoveries cut short by
+ * the recovering process's own death (the next locker decides again), so
+ * deaths = sound + repaired + corrupt + cut short, with no decision pending
+ * (plus deaths seen once corrupt); 4 the times this handle had to wait for
+ * the lock (not in the segment). */
 uint64_t shared_counter(const shared_t *h, unsigned which);
 
 /* The wait hooks: `release` is called before blocking on a held lock and

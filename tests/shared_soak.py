@@ -65,7 +65,8 @@ def main() -> int:
         return 1
 
     rng = random.Random(args.seed)
-    done, tallies = 0, {"owner_deaths": 0, "sound": 0, "repaired": 0, "corrupt": 0}
+    done, tallies = 0, {"owner_deaths": 0, "sound": 0, "repaired": 0, "corrupt": 0,
+                        "interrupted": 0}
     allocators = 0
     t = time.perf_counter()
     while done < args.kills:
@@ -85,7 +86,9 @@ def main() -> int:
           f"{allocators} allocator(s); deaths holding the lock: "
           f"{tallies['owner_deaths']} -> found sound {tallies['sound']}, "
           f"repaired from the records {tallies['repaired']}, marked corrupt "
-          f"{tallies['corrupt']}; check() clean after every kill that left "
+          f"{tallies['corrupt']}, recovery cut short by the recoverer's own death "
+          f"{tallies['interrupted']} (decided again by the next); check() clean "
+          f"after every kill that left "
           f"the allocator usable", flush=True)
     return 0
 

@@ -337,7 +337,8 @@ static void kill_storm(void)
     printf("     %d kills: %" PRIu64 " holding the lock -> %" PRIu64 " sound, %"
            PRIu64 " rebuilt from the records, %" PRIu64 " corrupt\n", rounds,
            deaths, sound, rebuilt, corrupt);
-    CHECK(deaths > 0 && deaths == sound + rebuilt && corrupt == 0, "outcomes");
+    CHECK(deaths > 0 && deaths == sound + rebuilt && corrupt == 0 &&
+          shared_counter(a, 5) == 0, "outcomes");
     buddy_stats_t st;
     CHECK(shared_snapshot(a, &st) == BUDDY_OK && st.live_blocks == 0 &&
           st.bytes_requested == 0, "everything freed");
