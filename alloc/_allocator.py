@@ -1580,6 +1580,8 @@ class SharedBuddyAllocator(BuddyAllocator):
             index[0] = i + 1
 
     def _free_other(self, block: object, status: int, what: str) -> None:
+        if status == lib.SEAM_NO_POOL:
+            raise _never_created(self)
         if status == lib.SEAM_EMPTY:
             self._free_zero(block, what)
             return

@@ -152,6 +152,20 @@ def test_arguments_and_names(make):
     assert a.segment_bytes >= a.bytes_total + a.records_bytes
 
 
+def test_a_subclass_that_skips_init_gets_clear_errors():
+    class Lazy(SharedBuddyAllocator):
+        def __init__(self):  # never calls super().__init__()
+            pass
+
+    lazy = Lazy()
+    assert "not created" in repr(lazy) and len(lazy) == 0
+    for op in (lambda: lazy.alloc(1), lambda: lazy.free(bytearray(1)),
+               lambda: lazy.free_at(0)):
+        with pytest.raises(ValueError):
+            op()
+    lazy.close()  # harmless
+
+
 def test_close_keeps_views_and_freezes_statistics(make):
     a = make(1 << 16)
     b = SharedBuddyAllocator(a.name)
