@@ -188,6 +188,28 @@ def test_close_keeps_views_and_freezes_statistics(make):
     assert bytes(a.block_at(0))[:1] == b"x"
 
 
+def _mapped(name):
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if line.rstrip().endswith("/" + name))
+
+
+def test_the_mapping_goes_with_the_last_view(make):
+    a = make(1 << 16)
+    name = a.name
+    b = SharedBuddyAllocator(name)
+    assert _mapped(name) == 2
+    v = b.alloc(100)
+    b.close()
+    del b
+    gc.collect()
+    assert _mapped(name) == 2  # v keeps b's mapping
+    v[:3] = b"abc"
+    assert bytes(a.block_at(a.offset_of(a.block_at(0))))[:3] == b"abc"
+    del v
+    gc.collect()
+    assert _mapped(name) == 1  # b's is gone, a's remains
+
+
 def test_pickling_attaches(make):
     a = make(1 << 16)
     v = a.alloc(8)
