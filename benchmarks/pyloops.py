@@ -125,11 +125,13 @@ def run_pair(side: str, p: Dict[str, Any]) -> Run:
 # ---- shared-pair ---------------------------------------------------------------
 
 
-def _shared_creator(p: Dict[str, Any], names: Any, attached: Any, stop: Any) -> None:
-    """The first process: makes the segment, hands over its name, removes the
-    name once the timing process has attached (so nothing can leak), then
-    idles until told to stop or its parent is gone (the runner may kill the
-    timing process before its atexit handlers run)."""
+def _shared_creator(p: Dict[str, Any], conn: Any) -> None:
+    """The first process: makes the segment, sends its name, removes the
+    name once the timing process says it has attached (or after 60 s), then
+    idles until its parent, the timing process, is gone.  Only pipes and
+    polling: the runner kills the timing process after its last reply, and
+    a process killed inside a multiprocessing Event or Queue call leaves its
+    lock held, which would hang this one for good."""
     import os
 
     import alloc
@@ -137,12 +139,12 @@ def _shared_creator(p: Dict[str, Any], names: Any, attached: Any, stop: Any) -> 
     parent = os.getppid()
     a = alloc.SharedBuddyAllocator(create=True, size=p["arena"], min_size=p["min_size"])
     try:
-        names.put(a.name)
-        attached.wait(60)
+        conn.send(a.name)
+        conn.poll(60)  # "attached" (or the parent died: go on)
     finally:
         a.unlink()
-    while not stop.wait(0.5) and os.getppid() == parent:
-        pass
+    while os.getppid() == parent:
+        time.sleep(0.2)
     a.close()
 
 
@@ -154,23 +156,16 @@ def run_shared_pair(side: str, p: Dict[str, Any]) -> Run:
 
     n, extra = p["size"], {}
     if side == "ours":
-        import atexit
         import multiprocessing as mp
 
         ctx = mp.get_context("fork")
-        names, attached, stop = ctx.Queue(), ctx.Event(), ctx.Event()
-        creator = ctx.Process(target=_shared_creator, args=(p, names, attached, stop),
-                              daemon=True)
+        here, there = ctx.Pipe()
+        creator = ctx.Process(target=_shared_creator, args=(p, there), daemon=True)
         creator.start()
-        a = alloc.SharedBuddyAllocator(names.get(timeout=60))
-        attached.set()
-
-        def finish() -> None:
-            a.close()
-            stop.set()
-            creator.join(30)
-
-        atexit.register(finish)
+        if not here.poll(60):
+            raise RuntimeError("the process making the shared arena did not answer")
+        a = alloc.SharedBuddyAllocator(here.recv())
+        here.send("attached")
         extra["segment_bytes"] = a.segment_bytes
     else:
         a = _allocator({"capacity": p["arena"], "min_size": p["min_size"]})

@@ -596,3 +596,39 @@ def test_sharedpair_script_reports_both_sides_and_the_ratio():
     assert "private BuddyAllocator:" in out and "SharedBuddyAllocator (attached):" in out
     ratio = float(re.search(r"median paired ratio ([0-9.]+)", out).group(1))
     assert positive(ratio)
+
+
+def test_shared_pair_leaves_nothing_behind_when_its_child_is_killed():
+    """The runner kills a child after its last reply: shared-pair's creator
+    process must then exit too, and its segment must be gone."""
+    import time
+
+    before = {n for n in os.listdir("/dev/shm") if n.startswith("abuddy_")}
+    child = subprocess.Popen([sys.executable, "-m", "benchmarks._child", "shared-pair",
+                              "ours", "--quick"], cwd=ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdin.write("1\n")
+        child.stdin.flush()
+        assert "samples" in child.stdout.readline()
+        kids = subprocess.run(["pgrep", "-P", str(child.pid)], capture_output=True,
+                              text=True).stdout.split()
+        assert kids  # the creator (and perhaps its resource tracker)
+    finally:
+        child.kill()
+        child.wait()
+
+    def running(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ")[1][0] != "Z"  # not a zombie
+        except FileNotFoundError:
+            return False
+
+    for _ in range(100):
+        if not any(running(k) for k in kids):
+            break
+        time.sleep(0.1)
+    assert not any(running(k) for k in kids)
+    after = {n for n in os.listdir("/dev/shm") if n.startswith("abuddy_")}
+    assert after <= before
