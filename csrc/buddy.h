@@ -38,7 +38,7 @@
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes, where
  * D = ceil(log64 N) <= 11.  buddy_metadata_bytes() reports the exact figure;
- * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,568 bytes.
+ * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,592 bytes.
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
  * use find-first-set instructions; nothing is ever scanned.  A summary word
@@ -100,7 +100,7 @@ extern "C" {
 #define BUDDY_MAX_ORDER 62
 /* The layout of the metadata region; buddy_attach_at refuses any other.
  * Raised whenever the region's layout changes. */
-#define BUDDY_LAYOUT_VERSION 1
+#define BUDDY_LAYOUT_VERSION 2
 
 /* Every fallible function returns one of these.  buddy_strerror() has a
  * sentence for each. */
