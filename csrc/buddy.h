@@ -38,7 +38,7 @@
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes, where
  * D = ceil(log64 N) <= 11.  buddy_metadata_bytes() reports the exact figure;
- * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,592 bytes.
+ * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,928 bytes.
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
  * use find-first-set instructions; nothing is ever scanned.  A summary word
