@@ -41,12 +41,15 @@
  * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,928 bytes.
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
- * use find-first-set instructions; nothing is ever scanned.  A summary word
- * is only touched when the word below it changes between zero and non-zero,
- * so the usual cost is a few words per level split or merged.  The most
- * recent split is kept pending (only the counters record it) until an
- * operation needs its bits: an alloc followed by the free of that block
- * costs O(L) counter updates and O(D) bitmap words instead of 2 L (D + 2),
+ * use find-first-set instructions; nothing is ever scanned.  Clearing a
+ * bit touches a summary word only when the word below it becomes zero;
+ * setting one writes its summary bit at every level (D + 1 words, no test:
+ * a test mispredicts, the summary words are few and hot), so the usual cost
+ * is a few words per level split or merged.  The most recent split is kept
+ * pending (only the counters record it) until an operation needs its bits:
+ * an alloc followed by the free of that block costs O(L) counter updates
+ * (L + 1 per operation: on an empty 64 MiB / 64 B arena, a pair is ~350
+ * instructions, callgrind) and O(D) bitmap words instead of 2 L (D + 2),
  * and whichever operation writes it out pays at most L (D + 1) words more,
  * once (hence the factor 2).  Statistics, placement and statuses are
  * exactly those of eager splitting.
