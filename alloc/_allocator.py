@@ -324,17 +324,29 @@ class _Pool:
         """Sum of the sizes requested by live blocks."""
         return int(self._st.bytes_requested) if self._st is not None else 0
 
+    def _snapshot(self) -> Any:
+        """All the core's counters copied at one instant (under the core's
+        lock on a free-threaded build): a figure made of two counters must
+        not mix one read before another thread's alloc with one after."""
+        s = ffi.new("buddy_stats_t *")
+        lib.buddy_snapshot(self._core, s)
+        return s
+
     @property
     def bytes_wasted(self) -> int:
         """Sum over live blocks of block size minus requested size."""
-        st = self._st
-        return int(st.bytes_in_blocks - st.bytes_requested) if st is not None else 0
+        if self._core is None:
+            return 0
+        s = self._snapshot()
+        return int(s.bytes_in_blocks - s.bytes_requested)
 
     @property
     def bytes_free(self) -> int:
         """Capacity not covered by a live block."""
-        st = self._st
-        return int(st.capacity - st.bytes_in_blocks) if st is not None else 0
+        if self._core is None:
+            return 0
+        s = self._snapshot()
+        return int(s.capacity - s.bytes_in_blocks)
 
     @property
     def largest_free(self) -> int:
@@ -371,8 +383,7 @@ class _Pool:
         ``alloc._observe.order_table``).  O(orders)."""
         if self._st is None:
             raise ValueError("the allocator was never created")
-        s = ffi.new("buddy_stats_t *")
-        lib.buddy_snapshot(self._core, s)  # one consistent copy
+        s = self._snapshot()
         m = int(s.min_size)
         free_blocks = {m << k: int(s.free_blocks[k]) for k in range(s.max_order + 1)}
         return {
@@ -476,14 +487,14 @@ class _Pool:
         if self._st is None:
             return f"<{type(self).__name__} (not created)>"
         state = "closed " if self._closed else ""
-        free = self.bytes_free
-        largest = self.largest_free
+        s = self.stats()  # one snapshot: the figures agree with each other
+        free, largest = s["bytes_free"], s["largest_free"]
         frag = 0.0 if free == 0 else 100.0 * (1 - largest / free)
         return (
             f"<{type(self).__name__} {state}capacity={self._capacity} "
-            f"min_size={self._min_size} live_blocks={len(self)} "
-            f"bytes_allocated={self.bytes_allocated} "
-            f"bytes_wasted={self.bytes_wasted} bytes_free={free} "
+            f"min_size={self._min_size} live_blocks={s['live_blocks']} "
+            f"bytes_allocated={s['bytes_allocated']} "
+            f"bytes_wasted={s['bytes_wasted']} bytes_free={free} "
             f"largest_free={largest} free_fragmentation={frag:.1f}%>"
         )
 

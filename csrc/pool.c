@@ -150,9 +150,9 @@ static void table_delete(alloc_pool_t *p, uint64_t i)
 buddy_status pool_new(uint64_t capacity, uint64_t min_size, uintptr_t base,
                       alloc_pool_t **out)
 {
-    if (out == NULL)
-        return BUDDY_EINVAL;
-    if (min_size != 0 && capacity / min_size >= ((uint64_t)1 << KEY_BITS))
+    if (out == NULL || buddy_metadata_bytes(capacity, min_size) == 0)
+        return BUDDY_EINVAL; /* the core's own argument checks, first */
+    if (capacity / min_size >= ((uint64_t)1 << KEY_BITS))
         return BUDDY_ENOMEM; /* its metadata would need 2^56 bytes and more */
     alloc_pool_t *p = calloc(1, sizeof *p);
     if (p == NULL)

@@ -228,3 +228,48 @@ def test_threads_many_allocators_in_parallel(fast_switching):
     finally:
         for a in pools:
             a.close()
+
+
+def test_two_counter_figures_are_one_snapshot(fast_switching):
+    """bytes_wasted and bytes_free are each made of two core counters; a
+    reader racing an alloc/free loop must see a figure the pool really had
+    (0 or 28 wasted, never one counter from before an alloc and the other
+    from after), which holds only if both are read at one instant."""
+    a = BuddyAllocator(1 << 16, min_size=16)
+    stop = threading.Event()
+    seen_wasted, seen_free = set(), set()
+
+    def churn(_):
+        while not stop.is_set():
+            a.free(a.alloc(100))  # a 128-byte block, 28 bytes wasted
+
+    def read(_):
+        for _ in range(20000):
+            seen_wasted.add(a.bytes_wasted)
+            seen_free.add(a.bytes_free)
+        stop.set()
+
+    run_threads(2, lambda i: (churn, read)[i](i))
+    assert seen_wasted <= {0, 28}
+    assert seen_free <= {1 << 16, (1 << 16) - 128}
+
+
+def test_two_counter_figures_read_the_core_under_its_lock(monkeypatch):
+    """On a free-threaded build only buddy_snapshot (which takes the core's
+    lock) gives two counters of one instant: the properties must use it."""
+    import alloc._allocator as mod
+
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "buddy_snapshot":
+                calls.append(name)
+            return getattr(real, name)
+
+    real = mod.lib
+    a = BuddyAllocator(4096)
+    a.alloc(100)
+    monkeypatch.setattr(mod, "lib", Spy())
+    assert (a.bytes_wasted, a.bytes_free) == (28, 4096 - 128)
+    assert len(calls) == 2
