@@ -323,39 +323,32 @@ static inline unsigned node_order_aligned(const buddy_t *b, uint64_t size,
  * statistic, every placement and every status is the same as with eager
  * splitting; measured on pair64-empty: ~100 -> ~20 ns per pair. */
 
-/* Adds d (1, or -1 modulo 2^64) to the free counts of orders lo .. hi-1
- * (hi - lo <= BUDDY_MAX_ORDER): a jump into a run of single additions, one
- * instruction each.  Callgrind, pair64-empty (20 orders each way a pair):
- * a plain loop costs 4 instructions an order; unrolled by 8, 3 (GCC makes
- * it SSE); this ~1.1 (349 -> 298 instructions a pair). */
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 7)
-#define FALLTHROUGH __attribute__((fallthrough))
-#else
-#define FALLTHROUGH ((void)0)
-#endif
-#define COUNT_ADD(c) case c: p[c - 1] += d; FALLTHROUGH;
+/* Adds d (1, or -1 modulo 2^64) to the free counts of orders lo .. hi-1,
+ * eight at a time, then 4, 2 and 1 (GCC turns the blocks into 16-byte SSE
+ * additions).  On an empty 64 MiB / 64 B arena a pair changes 20 counts
+ * each way, and the pair is bound by its stores, not its instructions:
+ * against a plain loop (4 instructions an order) this is 376 -> 349
+ * instructions a pair; against a jump into a run of single additions (298
+ * instructions, but twice the stores) it is 24 -> 20 ns a pair. */
 static inline void counts_add(uint64_t *n, unsigned lo, unsigned hi, uint64_t d)
 {
     uint64_t *p = n + lo;
-    switch (hi - lo) {
-    COUNT_ADD(62) COUNT_ADD(61) COUNT_ADD(60) COUNT_ADD(59) COUNT_ADD(58)
-    COUNT_ADD(57) COUNT_ADD(56) COUNT_ADD(55) COUNT_ADD(54) COUNT_ADD(53)
-    COUNT_ADD(52) COUNT_ADD(51) COUNT_ADD(50) COUNT_ADD(49) COUNT_ADD(48)
-    COUNT_ADD(47) COUNT_ADD(46) COUNT_ADD(45) COUNT_ADD(44) COUNT_ADD(43)
-    COUNT_ADD(42) COUNT_ADD(41) COUNT_ADD(40) COUNT_ADD(39) COUNT_ADD(38)
-    COUNT_ADD(37) COUNT_ADD(36) COUNT_ADD(35) COUNT_ADD(34) COUNT_ADD(33)
-    COUNT_ADD(32) COUNT_ADD(31) COUNT_ADD(30) COUNT_ADD(29) COUNT_ADD(28)
-    COUNT_ADD(27) COUNT_ADD(26) COUNT_ADD(25) COUNT_ADD(24) COUNT_ADD(23)
-    COUNT_ADD(22) COUNT_ADD(21) COUNT_ADD(20) COUNT_ADD(19) COUNT_ADD(18)
-    COUNT_ADD(17) COUNT_ADD(16) COUNT_ADD(15) COUNT_ADD(14) COUNT_ADD(13)
-    COUNT_ADD(12) COUNT_ADD(11) COUNT_ADD(10) COUNT_ADD(9) COUNT_ADD(8)
-    COUNT_ADD(7) COUNT_ADD(6) COUNT_ADD(5) COUNT_ADD(4) COUNT_ADD(3)
-    COUNT_ADD(2) COUNT_ADD(1)
-    default:
-        break;
+    unsigned count = hi - lo;
+    for (; count >= 8; count -= 8, p += 8) {
+        p[0] += d, p[1] += d, p[2] += d, p[3] += d;
+        p[4] += d, p[5] += d, p[6] += d, p[7] += d;
     }
+    if (count & 4) {
+        p[0] += d, p[1] += d, p[2] += d, p[3] += d;
+        p += 4;
+    }
+    if (count & 2) {
+        p[0] += d, p[1] += d;
+        p += 2;
+    }
+    if (count & 1)
+        p[0] += d;
 }
-#undef COUNT_ADD
 
 #define CHAIN_NONE 0xFFu /* chain_low when nothing is pending: no order */
 #define CHAIN_FRESH_UNKNOWN UINT64_MAX /* bit 63: never an order below top */
@@ -375,13 +368,13 @@ static inline int chain_is_kept(const buddy_t *b, uint64_t offset, unsigned k)
     return offset == b->chain_off && k == b->chain_low;
 }
 
+/* No split pending.  The other chain_ fields mean nothing then and are
+ * left as they are (the pair is bound by its stores). */
 static inline void chain_forget(buddy_t *b)
 {
-    b->chain_top = 0;
+    b->chain_span = 0;
     b->chain_low = CHAIN_NONE;
-    b->chain_base = b->chain_span = 0;
     b->chain_off = UINT64_MAX;
-    b->chain_fresh = CHAIN_FRESH_UNKNOWN;
 }
 
 /* Records that block (j, i) was split down to order k: adds one to the free
