@@ -127,7 +127,11 @@ static void bits_clear(void *r, const bits_t *s, uint64_t i)
 /* Clears the lowest set bit and returns its index; the bitmap must not be
  * empty.  One descent finds it (the lowest bit of each word on the way
  * down); the same words are cleared on the way up for as long as they
- * become zero, so the summaries never need to be looked up again. */
+ * become zero, so the summaries never need to be looked up again.  The way
+ * up visits every level without a branch: whether a word emptied is data
+ * (on churn the lowest word empties on most allocations) and the branch
+ * mispredicted.  Churn: 310 -> 342 instructions a step (callgrind) but
+ * 0.905 x the time (median of 21 interleaved pairs of runs). */
 static uint64_t bits_take_first(void *r, const bits_t *s)
 {
     uint64_t *w[BITS_MAX_DEPTH];
@@ -136,11 +140,12 @@ static uint64_t bits_take_first(void *r, const bits_t *s)
         w[d] = &bits_lvl(r, s, d)[i];
         i = (i << 6) | bits_ctz(*w[d]);
     }
+    uint64_t clear = ~(uint64_t)0; /* all ones while the words below emptied */
     for (uint32_t d = 0; d < s->depth; d++) {
-        uint64_t x = *w[d] & (*w[d] - 1); /* the lowest bit is the one */
+        uint64_t x = *w[d];
+        x &= ~((x & -x) & clear); /* the lowest bit is the one */
         *w[d] = x;
-        if (x)
-            break;
+        clear &= -(uint64_t)(x == 0);
     }
     return i;
 }
