@@ -58,9 +58,9 @@
 #endif
 
 /* Forces inlining of the functions on the alloc and free paths.  GCC
- * otherwise keeps node_probe out of line (its two results then go through
- * memory).  Callgrind, churn: 371 -> 326 instructions a step for
- * node_probe alone. */
+ * otherwise keeps node_probe, alloc_locked and free_locked out of line
+ * (node_probe's two results then go through memory).  Callgrind, churn:
+ * 371 -> 309 instructions a step (326 for node_probe alone). */
 #if defined(__GNUC__)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #else
@@ -104,9 +104,9 @@ static inline void bits_flip_raw(uint64_t *w, uint64_t i)
 static inline uint64_t bits_words(uint64_t nbits) { return (nbits + 63) >> 6; }
 
 /* Sets bit i and its summary bits.  Every level is written, without
- * testing whether the summary bit was already set: that test mispredicts
- * (churn: 0.55 a step in callgrind's branch model) and the summary words
- * are few and hot. */
+ * testing whether the summary bit was already set: on churn the bitmaps are
+ * sparse, so the test rarely stopped early (the same instructions a step,
+ * callgrind) and it was a data-dependent branch. */
 static void bits_set(void *r, const bits_t *s, uint64_t i)
 {
     for (uint32_t d = 0; d < s->depth; d++, i >>= 6)
@@ -199,7 +199,7 @@ struct buddy {
     uint64_t chain_base, chain_span, chain_off;
     /* The orders in [chain_low, chain_top) whose free count the split
      * raised from 0, while no other operation has changed a free count
-     * since; CHAIN_FRESH_UNKNOWN once one has (see chain_count_down). */
+     * since; CHAIN_FRESH_UNKNOWN once one has (see chain_cancel). */
     uint64_t chain_fresh;
     /* Live blocks larger than their size needs (buddy_alloc_aligned) break
      * the rule buddy_check uses, "a block of order k >= 1 holds more than
@@ -331,10 +331,11 @@ static inline unsigned node_order_aligned(const buddy_t *b, uint64_t size,
 /* Adds d (1, or -1 modulo 2^64) to the free counts of orders lo .. hi-1,
  * eight at a time, then 4, 2 and 1 (GCC turns the blocks into 16-byte SSE
  * additions).  On an empty 64 MiB / 64 B arena a pair changes 20 counts
- * each way, and the pair is bound by its stores, not its instructions:
- * against a plain loop (4 instructions an order) this is 376 -> 349
- * instructions a pair; against a jump into a run of single additions (298
- * instructions, but twice the stores) it is 24 -> 20 ns a pair. */
+ * each way.  Callgrind, pair64-empty: 474 -> 432 instructions a pair
+ * against a plain loop.  The pair is bound by its stores more than by its
+ * instructions: a jump into a run of single additions (one instruction an
+ * order, 298 a pair, twice the stores) took 24 ns a pair against this
+ * one's 20 (interleaved medians). */
 static inline void counts_add(uint64_t *n, unsigned lo, unsigned hi, uint64_t d)
 {
     uint64_t *p = n + lo;
@@ -383,9 +384,8 @@ static inline void chain_forget(buddy_t *b)
 }
 
 /* Records that block (j, i) was split down to order k: adds one to the free
- * count of orders k .. j-1 and updates the non-empty mask to match.  The
- * loop has no branch: on an empty 64 MiB / 64 B arena it runs over 20
- * orders on every alloc+free pair. */
+ * count of orders k .. j-1 and updates the non-empty mask to match (and
+ * notes which orders it made non-empty, for chain_cancel). */
 static inline void chain_record(buddy_t *b, unsigned j, unsigned k, uint64_t i)
 {
     uint64_t range = (((uint64_t)1 << j) - 1) & ~(((uint64_t)1 << k) - 1);
