@@ -158,8 +158,9 @@ typedef struct order {
                         0 (none) for order 0 */
     uint64_t nbits;  /* N_k = ceil(N / 2^k) blocks at least partly inside */
     /* Always zero: 128 bytes a descriptor make b->order[k] one shift
-     * instead of a multiply by 112.  Callgrind, churn: 382 -> 372
-     * instructions a step. */
+     * instead of a multiply by 112 (336 bytes more metadata at L = 20).
+     * Churn: 349 -> 341 instructions a step (callgrind), 0.954x the time
+     * (median of 21 interleaved run pairs). */
     uint64_t pad[2];
 } order_t;
 typedef char order_t_is_128_bytes[sizeof(order_t) == 128 ? 1 : -1];
