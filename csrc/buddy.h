@@ -42,13 +42,14 @@
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
  * use find-first-set instructions; nothing is ever scanned.  Clearing a
- * bit touches a summary word only when the word below it becomes zero;
- * setting one writes its summary bit at every level (D + 1 words, no test:
- * a test mispredicts, the summary words are few and hot), so the usual cost
- * is a few words per level split or merged.  The most recent split is kept
+ * bit changes a summary word only when the word below it becomes zero;
+ * setting one sets its summary bit at every level (D + 1 words), and
+ * taking the lowest free bit writes every level of its path back: no
+ * data-dependent branch (they mispredicted), and the summary words are few
+ * and hot.  So the usual cost is a few words per level split or merged.  The most recent split is kept
  * pending (only the counters record it) until an operation needs its bits:
  * an alloc followed by the free of that block costs O(L) counter updates
- * (L + 1 per operation: on an empty 64 MiB / 64 B arena, a pair is ~350
+ * (L + 1 per operation: on an empty 64 MiB / 64 B arena, a pair is ~353
  * instructions, callgrind) and O(D) bitmap words instead of 2 L (D + 2),
  * and whichever operation writes it out pays at most L (D + 1) words more,
  * once (hence the factor 2).  Statistics, placement and statuses are
