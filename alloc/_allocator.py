@@ -105,6 +105,9 @@ _P = TypeVar("_P", bound="_Pool")
 
 _MAX_CAPACITY = lib.BUDDY_MAX_CAPACITY
 _U64_MAX = (1 << 64) - 1
+#: The largest align the core takes (a uint64_t power of two); any larger
+#: one needs a block larger than every arena, as this one already does.
+_MAX_ALIGN = 1 << 63
 
 # Bound once: a module-global lookup is cheaper than ``lib.x`` each call.
 _c_alloc = lib.pool_alloc
@@ -655,7 +658,8 @@ class BuddyAllocator(_Pool):
         block, no block of this arena could ever do: ValueError."""
         base = self._base
         if self._h == ffi.NULL or base % align == 0:
-            return int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX), align, 0, 0))
+            return int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX),
+                                              min(align, _MAX_ALIGN), 0, 0))
         base_align = base & -base
         block = _block_size(n, self._min_size)
         if block > base_align:
@@ -665,6 +669,8 @@ class BuddyAllocator(_Pool):
                 f"a multiple of {base_align} only (give it an arena aligned "
                 f"to {align}, e.g. from mmap or numpy, or an int size)"
             )
+        if align > _MAX_ALIGN:  # no address of the arena is a multiple of it
+            return int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX), _MAX_ALIGN, 0, 0))
         return int(lib.pool_alloc_aligned(self._h, n, 1, align, -base % align))
 
     def calloc(self, size: int, align: Optional[int] = None) -> memoryview:
@@ -1002,7 +1008,8 @@ class OffsetAllocator(_Pool):
         if a == 1:
             off = int(_c_alloc(self._h, min(n, _U64_MAX)))
         else:
-            off = int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX), a, 0, 0))
+            off = int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX),
+                                             min(a, _MAX_ALIGN), 0, 0))
         if off >= 0:
             return off
         if not strict and off == _REFUSED and not self._closed:
