@@ -886,7 +886,11 @@ class BuddyAllocator(_Pool):
         if status != lib.BUDDY_ENOMEM:
             mv = None  # a traceback must not pin the arena
             if status == lib.POOL_EUSE_AFTER_FREE:
-                raise _use_after_free(h, f"realloc() to {n} bytes")
+                # nothing was handed out, so nothing was taken back and
+                # the changed bytes are still there (check() sees them)
+                raise _use_after_free(
+                    h, f"realloc() to {n} bytes: refused, nothing changed",
+                    int(lib.pool_guard_bad(h)))
             raise _status_error(status, f"realloc() at offset {off}")
         moved = self.alloc(n)  # OutOfMemory: nothing has changed
         keep = min(old, n)
