@@ -365,30 +365,6 @@ def test_realloc_of_an_aligned_block_shrinks_in_place():
 # ---- against the model ------------------------------------------------------
 
 
-def model_realloc(model: BuddyModel, off: int, new_size: int):
-    """The core's rule: in place iff shrinking, or growing where off is a
-    multiple of the new block and all buddies above are free; else
-    allocate (normal placement) then free."""
-    size, k = model.live[off]
-    k2 = model.order(new_size)
-    if k2 <= k:
-        for j in range(k - 1, k2 - 1, -1):
-            model.free[j].add(off + (model.m << j))
-        model.live[off] = (new_size, k2)
-        return off
-    if k2 <= model.L and off % (model.m << k2) == 0 and all(
-            off + (model.m << j) in model.free[j] for j in range(k, k2)):
-        for j in range(k, k2):
-            model.free[j].remove(off + (model.m << j))
-        model.live[off] = (new_size, k2)
-        return off
-    new = model.alloc(new_size)
-    if new is None:
-        return None
-    model.release(off)
-    return new
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_realloc_sequences_agree_with_the_model(seed):
     rng = np.random.default_rng(seed)
@@ -414,7 +390,7 @@ def test_realloc_sequences_agree_with_the_model(seed):
                 off = sorted(live)[int(rng.integers(len(live)))]
                 v, tag = live[off]
                 n = int(rng.integers(0, 1500))
-                new = model_realloc(model, off, n)
+                new = model.resize(off, n)
                 if new is None:
                     with pytest.raises(OutOfMemory):
                         a.realloc(v, n)
