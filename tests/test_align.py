@@ -331,3 +331,21 @@ def test_offset_allocator_bad_align(align, exc):
         with pytest.raises(exc):
             a.try_alloc(16, align=align)
         assert snapshot(a) == before
+
+
+def test_align_beyond_an_odd_sized_int_arena_depends_only_on_its_address():
+    # README, Alignment: an int arena of 3008 bytes is aligned to 2048; an
+    # align of 4096 is met at offset 2048 if the arena lies at 2048 mod
+    # 4096, and refused (OutOfMemory, as the whole 4096-byte block it then
+    # takes does not exist) if it lies at 0 mod 4096.
+    with BuddyAllocator(3000, min_size=16) as a:
+        first = a.alloc(16)
+        base = c_address(first) - a.offset_of(first)
+        assert base % 2048 == 0
+        if base % 4096 == 0:
+            with pytest.raises(OutOfMemory):
+                a.alloc(16, align=4096)
+        else:
+            v = a.alloc(16, align=4096)
+            assert a.offset_of(v) == 2048 and c_address(v) % 4096 == 0
+        a.check()
