@@ -693,7 +693,9 @@ class BuddyAllocator(_Pool):
         n = _as_size(size)
         c = _as_size(count, "count")
         mv, h = self._mv, self._h
-        fits = c <= self._capacity // max(self._min_size, 1)
+        # more blocks than the capacity holds can never fit: no array for
+        # them (the C side refuses such a count without writing to out)
+        fits = c <= self._capacity // _block_size(n, max(self._min_size, 1))
         out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
         with self._zero_lock if n == 0 else _NO_LOCK:
             status = lib.pool_alloc_many(h, min(n, _U64_MAX), c, out)
@@ -1025,7 +1027,9 @@ class OffsetAllocator(_Pool):
         :meth:`BuddyAllocator.alloc_many`); their offsets."""
         n = _as_size(size)
         c = _as_size(count, "count")
-        fits = c <= self._capacity // max(self._min_size, 1)
+        # more blocks than the capacity holds can never fit: no array for
+        # them (the C side refuses such a count without writing to out)
+        fits = c <= self._capacity // _block_size(n, max(self._min_size, 1))
         out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
         status = lib.pool_alloc_many(self._h, min(n, _U64_MAX), c, out)
         if status:

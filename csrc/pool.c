@@ -306,16 +306,19 @@ int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
     LOCK(p);
     int64_t status = POOL_REFUSED;
     if (p->slots != NULL) {
-        if (count > (p->capacity >> p->shift)) {
-            /* more blocks than the arena has: the core refuses (and
-             * counts it) before any table is grown for them */
+        const buddy_stats_t *st = buddy_stats(p->core);
+        uint64_t block = buddy_block_size(p->core, size);
+        if (count > 0 && (block == 0 ||
+                          count > (st->capacity - st->bytes_in_blocks) / block)) {
+            /* more blocks than the free bytes could hold: the core refuses
+             * (and counts it) before any table is grown for them, and
+             * writes nothing to out (the binding may pass NULL) */
             buddy_alloc_many(p->core, size, count, out);
         } else if (table_reserve(p, count) != 0) {
             buddy_count_refusal(p->core);
             status = POOL_NO_TABLE;
         } else if (buddy_alloc_many(p->core, size, count, out) == BUDDY_OK) {
             status = 0;
-            uint64_t block = buddy_block_size(p->core, size);
             for (uint64_t c = 0; p->guard && c < count && status == 0; c++) {
                 uint64_t bad = pool_guard_find(p, out[c], block, p->guard_byte);
                 if (bad != UINT64_MAX) { /* take the whole batch back */

@@ -372,3 +372,45 @@ def test_offset_allocator_blocks_and_size_of_match_buddy_allocator_block_at():
             assert h.size_of(off) == req and bs == h.block_size(req)
         with pytest.raises(ValueError):
             h.size_of(offs[2] + 16)
+
+
+# ---- a refused alloc_many grows nothing -------------------------------------
+#
+# Found by these tests: alloc_many grew the binding's size table (which
+# never shrinks) for `count` blocks before the core refused a batch that
+# could never fit -- 4 GiB of table for OffsetAllocator(1 TiB).alloc_many(
+# 2**39, 2**27) -- and when that growth failed the refusal was reported as
+# "the table could not grow ... the arena itself had room", not OutOfMemory.
+
+
+@pytest.mark.parametrize("kind", ["buddy", "offset"])
+@pytest.mark.parametrize("size, count", [(1 << 19, 3), (1 << 19, 100), (1 << 20, 2),
+                                         (1 << 21, 1), (16, (1 << 16) + 1), (1 << 64, 5)])
+def test_refused_alloc_many_grows_no_table(kind, size, count):
+    from alloc import OffsetAllocator
+    from alloc._allocator import lib
+
+    a = BuddyAllocator(1 << 20) if kind == "buddy" else OffsetAllocator(1 << 20)
+    with a:
+        table = lib.pool_table_bytes(a._h)
+        before = snapshot(a)
+        a._debug_fail_next_table_growth()  # a growth would now be reported
+        with pytest.raises(OutOfMemory):
+            a.alloc_many(size, count)
+        assert lib.pool_table_bytes(a._h) == table
+        after = snapshot(a)
+        assert after.pop("failed_allocs") == before.pop("failed_allocs") + 1
+        assert after == before
+
+
+def test_refused_alloc_many_on_a_partly_full_pool_grows_no_table():
+    from alloc._allocator import lib
+
+    with BuddyAllocator(1 << 16, min_size=16) as a:
+        a.alloc(1 << 15)
+        table = lib.pool_table_bytes(a._h)
+        with pytest.raises(OutOfMemory):
+            a.alloc_many(16, (1 << 11) + 1)  # 2048 would fit, not 2049
+        assert lib.pool_table_bytes(a._h) == table
+        assert len(a.alloc_many(16, 1 << 11)) == 1 << 11
+        a.check()
