@@ -255,6 +255,22 @@ static uint64_t guard_find_free(alloc_pool_t *p, uint64_t a, uint64_t b)
     return UINT64_MAX;
 }
 
+/* 1 if [a, b) lies within the capacity and wholly in free blocks (so a
+ * block growing in place over it would hand all of it out), else 0. */
+static int guard_range_free(alloc_pool_t *p, uint64_t a, uint64_t b)
+{
+    if (b > p->capacity)
+        return 0;
+    while (a < b) {
+        uint64_t start = 0, size = 0;
+        int is_free = 0;
+        if (buddy_block_at(p->core, a, &start, &size, &is_free) != BUDDY_OK || !is_free)
+            return 0;
+        a = start + size;
+    }
+    return 1;
+}
+
 /* Checks a block just allocated at `off` for `size` bytes with `align`:
  * 0 if it holds the pattern; otherwise takes the allocation back (it then
  * counts as an alloc and a free), restores the pattern, records where the
@@ -546,8 +562,12 @@ buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
     if (status == BUDDY_OK) {
         uint64_t old_block = table_block(p, i);
         uint64_t new_block = buddy_block_size(p->core, new_size);
-        if (p->guard && new_block > old_block) {
-            /* growing takes free buddies: their bytes must hold the pattern */
+        if (p->guard && new_block > old_block &&
+            (offset & (new_block - 1)) == 0 &&
+            guard_range_free(p, offset + old_block, offset + new_block)) {
+            /* growing in place takes the free buddies: their bytes must
+             * hold the pattern.  (A block that cannot grow in place moves,
+             * and the allocation it moves to checks its own bytes.) */
             uint64_t bad = guard_find_free(p, offset + old_block, offset + new_block);
             if (bad != UINT64_MAX) {
                 p->guard_bad = bad;

@@ -277,3 +277,44 @@ def test_a_write_into_a_live_blocks_tail_is_not_reported_and_is_refilled():
         assert arena[:128] == bytes([DB]) * 128
         a.check()
         a.alloc(128)
+
+
+# Found by the next two tests: realloc checked the bytes after the block up
+# to the new size even when the block could not grow in place (an upper
+# half, or a live buddy), so it raised UseAfterFree for bytes it would
+# never hand out -- and, since nothing changed, raised it on every retry
+# instead of moving the block.
+
+
+def test_realloc_that_must_move_does_not_check_bytes_it_does_not_take():
+    with BuddyAllocator(4096, guard=True) as p:
+        a = p.alloc(16)  # 0
+        b = p.alloc(16)  # 16: an upper half, it cannot grow in place
+        c = p.alloc(32)  # 32
+        p.alloc(64)  # 64
+        p.free(c)
+        c[0] = 1  # a write after free at 32
+        b[:] = b"b" * 16
+        w = p.realloc(b, 64)  # moves, to a block that holds no bad byte
+        assert p.offset_of(w) == 128 and w[:16] == b"b" * 16
+        with pytest.raises(UseAfterFree) as info:  # still reported where it is
+            p.check()
+        assert info.value.offset == 32
+        with pytest.raises(UseAfterFree) as info:  # and by the alloc that takes it
+            p.alloc(32)
+        assert info.value.offset == 32
+
+
+def test_realloc_blocked_by_a_live_buddy_moves_past_a_bad_free_byte():
+    with BuddyAllocator(4096, guard=True) as p:
+        a = p.alloc(16)  # 0
+        p.alloc(16)  # 16: a's buddy, live
+        c = p.alloc(32)  # 32
+        p.alloc(64)  # 64
+        p.free(c)
+        c[5] = 1  # at 37, inside [0, 64) but not a's to take
+        w = p.realloc(a, 64)
+        assert p.offset_of(w) == 128
+        with pytest.raises(UseAfterFree) as info:
+            p.check()
+        assert info.value.offset == 37
