@@ -288,7 +288,7 @@ def test_a_write_into_a_live_blocks_tail_is_not_reported_and_is_refilled():
 
 def test_realloc_that_must_move_does_not_check_bytes_it_does_not_take():
     with BuddyAllocator(4096, guard=True) as p:
-        a = p.alloc(16)  # 0
+        p.alloc(16)  # 0
         b = p.alloc(16)  # 16: an upper half, it cannot grow in place
         c = p.alloc(32)  # 32
         p.alloc(64)  # 64
