@@ -361,8 +361,17 @@ int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
         return POOL_REFUSED;
     LOCK(p);
     int64_t off = POOL_REFUSED;
+    uint64_t need = !modulus && align > size ? align : size;
     if (p->slots != NULL) {
-        if (table_reserve(p, 1) != 0) {
+        if (need > buddy_largest_free(p->core) || (modulus && rem >= p->capacity)) {
+            /* no free block is that large (or no offset of the arena is
+             * congruent): refused (and counted) by the core before the
+             * size table grows for it, as in pool_alloc */
+            off = modulus ? buddy_alloc_congruent(p->core, size, modulus, rem)
+                          : buddy_alloc_aligned(p->core, size, align);
+            if (off == -2)
+                off = POOL_INVALID;
+        } else if (table_reserve(p, 1) != 0) {
             buddy_count_refusal(p->core);
             off = POOL_NO_TABLE;
         } else {

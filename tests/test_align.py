@@ -349,3 +349,29 @@ def test_align_beyond_an_odd_sized_int_arena_depends_only_on_its_address():
             v = a.alloc(16, align=4096)
             assert a.offset_of(v) == 2048 and c_address(v) % 4096 == 0
         a.check()
+
+
+# Found by this test: an aligned request that no free block could meet
+# first grew the binding's size table, and if that growth failed it was
+# reported as "the table could not grow" (MemoryError) instead of
+# OutOfMemory -- unlike a plain alloc, which asks the core first.
+@pytest.mark.parametrize("kind", ["buddy", "offset"])
+@pytest.mark.parametrize("size, align", [(16, 1 << 21), (16, 1 << 40), (1 << 21, 64),
+                                         (1 << 20, 1 << 20)])
+def test_aligned_request_that_cannot_fit_grows_no_table(kind, size, align):
+    from alloc._allocator import lib
+
+    a = BuddyAllocator(1 << 20) if kind == "buddy" else OffsetAllocator(1 << 20)
+    with a:
+        keep = [a.alloc(16) for _ in range(8)]  # the table is due to grow
+        table = lib.pool_table_bytes(a._h)
+        before = snapshot(a)
+        a._debug_fail_next_table_growth()
+        with pytest.raises(OutOfMemory):
+            a.alloc(size, align=align)
+        assert a.try_alloc(size, align=align) is None
+        assert lib.pool_table_bytes(a._h) == table
+        after = snapshot(a)
+        assert after.pop("failed_allocs") == before.pop("failed_allocs") + 2
+        assert after == before
+        assert len(keep) == 8
