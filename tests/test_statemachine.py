@@ -74,19 +74,21 @@ MAX_DEAD = 16
 
 
 class AllocatorMachine(RuleBasedStateMachine):
+    guard = False
+
     def __init__(self, cfg):
         super().__init__()
         kind, n, m = cfg
         if kind == "int":
             self.arena = None
-            self.a = BuddyAllocator(n, min_size=m)
+            self.a = BuddyAllocator(n, min_size=m, guard=self.guard)
             capacity = -(-n // m) * m
         else:
             # garbage in the arena before use (o1heap's habit)
             self.raw = bytearray(os.urandom(n + BASE_SPAN))
             skip = (BASE_RESIDUE[cfg] - addr(self.raw)) % BASE_SPAN
             self.arena = memoryview(self.raw)[skip : skip + n]
-            self.a = BuddyAllocator(self.arena, min_size=m)
+            self.a = BuddyAllocator(self.arena, min_size=m, guard=self.guard)
             capacity = n // m * m
         assert self.a.bytes_total == capacity
         assert self.a.min_size == m
@@ -379,6 +381,33 @@ class CountingMachine(AllocatorMachine):
         assert s["alloc_calls"] == self.alloc_calls
         assert s["free_calls"] == self.free_calls
         assert s["failed_allocs"] == self.failed_allocs
+
+
+class GuardMachine(CountingMachine):
+    """The same traces in guard mode: no false alarm, the same placement
+    and figures, and every free byte holds the pattern after every step."""
+
+    guard = True
+
+    @invariant()
+    def free_bytes_hold_the_pattern(self):
+        if self.arena is None:
+            return  # check() (core_is_consistent) scans them too
+        live = [(off, off + self.model.block_of(off)) for off in self.model.live]
+        arena = bytes(self.arena[: self.model.capacity])
+        pos = 0
+        for start, end in sorted(live) + [(self.model.capacity, self.model.capacity)]:
+            assert arena[pos:start] == b"\xdb" * (start - pos)
+            pos = end
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[3], CONFIGS[5]],
+                         ids=["int-4096-16", "bytearray-3000-16", "bytearray-1000-1"])
+def test_random_traces_in_guard_mode(cfg):
+    run_state_machine_as_test(
+        lambda: GuardMachine(cfg),
+        settings=settings(max_examples=15, stateful_step_count=50),
+    )
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["-".join(map(str, c)) for c in CONFIGS])
