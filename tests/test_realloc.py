@@ -411,3 +411,44 @@ def test_realloc_sequences_agree_with_the_model(seed):
         for off, (v, tag) in live.items():
             assert v.tobytes() == pattern(tag, len(v))
         a.check()
+
+
+def test_threads_reallocating_their_own_blocks():
+    """API.md, Threads: every public operation is atomic; threads that
+    realloc their own blocks never see another's bytes or break the core."""
+    import threading
+
+    errors = []
+
+    with BuddyAllocator(1 << 18, min_size=16) as a:
+        def work(tag):
+            rng = np.random.default_rng(tag)
+            try:
+                for i in range(300):
+                    n = int(rng.integers(1, 2000))
+                    v = a.try_alloc(n)
+                    if v is None:
+                        continue
+                    v[:] = pattern(tag, n)
+                    for _ in range(3):
+                        m = int(rng.integers(0, 3000))
+                        try:
+                            w = a.realloc(v, m)
+                        except OutOfMemory:
+                            continue
+                        k = min(len(v), m)
+                        assert w[:k].tobytes() == pattern(tag, len(v))[:k]
+                        w[:] = pattern(tag, m)
+                        v = w
+                    a.free(v)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(a) == 0 and a.bytes_free == 1 << 18
+        a.check()
