@@ -45,7 +45,7 @@ CONFIGS = [
 # larger ones are refused (ValueError); 1: an odd address.
 BASE_SPAN = 16384
 BASE_RESIDUE = {("bytearray", 4096, 16): 4096, ("bytearray", 3000, 16): 32,
-                ("bytearray", 1000, 1): 1}
+                ("bytearray", 1000, 1): 1, ("bytearray", 480, 16): 64}
 
 EDGES = sorted({0, 1, 2, 3} | {x + d for x in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096) for d in (-1, 0, 1)} | {3000, 8192})
 SIZES = st.one_of(
@@ -193,10 +193,22 @@ class AllocatorMachine(RuleBasedStateMachine):
         v[:] = pattern(tag, len(v))
         self.blocks[off] = (v, tag)
 
+    def resize_candidates(self, upper):
+        """Live offsets to resize; with `upper`, the upper halves among them
+        if any (they never grow in place: the rule most worth testing)."""
+        live = sorted(self.model.live)
+        if upper:
+            halves = [o for o in live if o % (2 * self.model.block_of(o))]
+            return halves or live
+        return live
+
     @precondition(lambda self: self.blocks)
-    @rule(data=st.data(), size=SIZES, form=st.sampled_from(["view", "numpy"]))
-    def resize(self, data, size, form):
-        off = data.draw(st.sampled_from(sorted(self.blocks)), label="offset")
+    @rule(data=st.data(), size=SIZES, form=st.sampled_from(["view", "numpy"]),
+          near=st.booleans(), upper=st.booleans())
+    def resize(self, data, size, form, near, upper):
+        off = data.draw(st.sampled_from(self.resize_candidates(upper)), label="offset")
+        if near:  # up to twice the block: growth that may happen in place
+            size = data.draw(st.integers(0, 2 * self.model.block_of(off)), label="near")
         v, tag = self.blocks[off]
         old = len(v)
         arg = np.frombuffer(v, np.uint8) if form == "numpy" and old else v
@@ -507,10 +519,14 @@ class OffsetMachine(RuleBasedStateMachine):
         self.counts["free_calls"] += len(chosen)
         del self.dead[:-MAX_DEAD]
 
+    resize_candidates = AllocatorMachine.resize_candidates
+
     @precondition(lambda self: self.model.live)
-    @rule(data=st.data(), size=SIZES)
-    def resize(self, data, size):
-        off = data.draw(st.sampled_from(sorted(self.model.live)), label="offset")
+    @rule(data=st.data(), size=SIZES, near=st.booleans(), upper=st.booleans())
+    def resize(self, data, size, near, upper):
+        off = data.draw(st.sampled_from(self.resize_candidates(upper)), label="offset")
+        if near:  # up to twice the block: growth that may happen in place
+            size = data.draw(st.integers(0, 2 * self.model.block_of(off)), label="near")
         expected = self.model.resize(off, size)
         if expected is None:
             self.refused(lambda: self.a.realloc(off, size))
@@ -577,4 +593,15 @@ def test_offset_allocator_traces_agree_with_model(cfg):
     run_state_machine_as_test(
         lambda: OffsetMachine(cfg),
         settings=settings(max_examples=25, stateful_step_count=50),
+    )
+
+
+@pytest.mark.parametrize("cfg", [("int", 512, 16), ("bytearray", 480, 16)],
+                         ids=["int-512-16", "bytearray-480-16"])
+def test_random_traces_small_arenas(cfg):
+    """Small arenas: blocks collide and split often, so realloc meets upper
+    halves, live and free buddies, and refusals in few steps."""
+    run_state_machine_as_test(
+        lambda: AllocatorMachine(cfg),
+        settings=settings(max_examples=40, stateful_step_count=60),
     )
