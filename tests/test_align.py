@@ -375,3 +375,31 @@ def test_aligned_request_that_cannot_fit_grows_no_table(kind, size, align):
         assert after.pop("failed_allocs") == before.pop("failed_allocs") + 2
         assert after == before
         assert len(keep) == 8
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_size_aligned_block_is_freed_by_its_view_and_found_by_offset(method):
+    with BuddyAllocator(4096) as a:
+        a.alloc(1)
+        z = getattr(a, method)(0, align=256)
+        off = a.offset_of(z)
+        assert off == 256 and len(z) == 0
+        assert a.block_at(off) is z
+        assert list(a.blocks()) == [(0, 16, 1), (256, 256, 0)]
+        with pytest.raises(ValueError):
+            a.free(memoryview(bytearray(0)))
+        a.free(z)
+        assert len(a) == 1
+        a.check()
+
+
+def test_realloc_of_a_zero_size_aligned_block_follows_the_rule():
+    with BuddyAllocator(4096) as a:
+        a.alloc(1)
+        z = a.alloc(0, align=256)  # a 256-byte block at 256
+        w = a.realloc(z, 300)  # 512 bytes: 256 is not a multiple of 512
+        assert a.offset_of(w) == 512
+        x = a.realloc(w, 0)
+        assert a.offset_of(x) == 512 and list(a.blocks())[-1] == (512, 16, 0)
+        a.free(x)
+        a.check()

@@ -464,3 +464,13 @@ def test_random_traces_agree_with_the_model():
             assert a.bytes_allocated == model.bytes_allocated
             assert a.stats()["free_blocks"] == model.free_blocks
         a.check()
+
+
+@pytest.mark.parametrize("new_size, exc", [(-1, ValueError), (True, TypeError), (1.5, TypeError),
+                                           (None, TypeError), ("1", TypeError)])
+def test_realloc_bad_new_size_changes_nothing(heap, new_size, exc):
+    o = heap.alloc(10)
+    before = snapshot(heap)
+    with pytest.raises(exc):
+        heap.realloc(o, new_size)
+    assert snapshot(heap) == before and heap.size_of(o) == 10
