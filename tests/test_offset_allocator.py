@@ -284,7 +284,7 @@ def test_wrong_offsets_change_nothing(heap, kind, method):
 
 def test_closed_heap_refuses_everything_and_keeps_statistics(heap):
     o = heap.alloc(100)
-    stats = heap.stats()
+    stats = snapshot(heap)
     heap.close()
     heap.close()  # idempotent
     assert heap.closed
@@ -295,7 +295,7 @@ def test_closed_heap_refuses_everything_and_keeps_statistics(heap):
                  lambda: heap.render()):
         with pytest.raises(ValueError, match="closed"):
             call()
-    assert heap.stats() == stats
+    assert snapshot(heap) == stats
     assert heap.bytes_allocated == 100 and len(heap) == 1
     assert "closed" in repr(heap)
 
