@@ -105,6 +105,9 @@ _P = TypeVar("_P", bound="_Pool")
 
 _MAX_CAPACITY = lib.BUDDY_MAX_CAPACITY
 _U64_MAX = (1 << 64) - 1
+#: The largest align the core takes (a uint64_t power of two); any larger
+#: one needs a block larger than every arena, as this one already does.
+_MAX_ALIGN = 1 << 63
 
 # Bound once: a module-global lookup is cheaper than ``lib.x`` each call.
 _c_alloc = lib.pool_alloc
@@ -666,7 +669,8 @@ class BuddyAllocator(_Pool):
         block, no block of this arena could ever do: ValueError."""
         base = self._base
         if self._h == ffi.NULL or base % align == 0:
-            return int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX), align, 0, 0))
+            return int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX),
+                                              min(align, _MAX_ALIGN), 0, 0))
         base_align = base & -base
         block = _block_size(n, self._min_size)
         if block > base_align:
@@ -676,6 +680,8 @@ class BuddyAllocator(_Pool):
                 f"a multiple of {base_align} only (give it an arena aligned "
                 f"to {align}, e.g. from mmap or numpy, or an int size)"
             )
+        if align > _MAX_ALIGN:  # no address of the arena is a multiple of it
+            return int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX), _MAX_ALIGN, 0, 0))
         return int(lib.pool_alloc_aligned(self._h, n, 1, align, -base % align))
 
     def calloc(self, size: int, align: Optional[int] = None) -> memoryview:
@@ -698,7 +704,9 @@ class BuddyAllocator(_Pool):
         n = _as_size(size)
         c = _as_size(count, "count")
         mv, h = self._mv, self._h
-        fits = c <= self._capacity // max(self._min_size, 1)
+        # more blocks than the capacity holds can never fit: no array for
+        # them (the C side refuses such a count without writing to out)
+        fits = c <= self._capacity // _block_size(n, max(self._min_size, 1))
         out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
         with self._zero_lock if n == 0 else _NO_LOCK:
             status = lib.pool_alloc_many(h, min(n, _U64_MAX), c, out)
@@ -891,7 +899,11 @@ class BuddyAllocator(_Pool):
         if status != lib.BUDDY_ENOMEM:
             mv = None  # a traceback must not pin the arena
             if status == lib.POOL_EUSE_AFTER_FREE:
-                raise _use_after_free(h, f"realloc() to {n} bytes")
+                # nothing was handed out, so nothing was taken back and
+                # the changed bytes are still there (check() sees them)
+                raise _use_after_free(
+                    h, f"realloc() to {n} bytes: refused, nothing changed",
+                    int(lib.pool_guard_bad(h)))
             raise _status_error(status, f"realloc() at offset {off}")
         moved = self.alloc(n)  # OutOfMemory: nothing has changed
         keep = min(old, n)
@@ -1013,7 +1025,8 @@ class OffsetAllocator(_Pool):
         if a == 1:
             off = int(_c_alloc(self._h, min(n, _U64_MAX)))
         else:
-            off = int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX), a, 0, 0))
+            off = int(lib.pool_alloc_aligned(self._h, min(n, _U64_MAX),
+                                             min(a, _MAX_ALIGN), 0, 0))
         if off >= 0:
             return off
         if not strict and off == _REFUSED and not self._closed:
@@ -1025,7 +1038,9 @@ class OffsetAllocator(_Pool):
         :meth:`BuddyAllocator.alloc_many`); their offsets."""
         n = _as_size(size)
         c = _as_size(count, "count")
-        fits = c <= self._capacity // max(self._min_size, 1)
+        # more blocks than the capacity holds can never fit: no array for
+        # them (the C side refuses such a count without writing to out)
+        fits = c <= self._capacity // _block_size(n, max(self._min_size, 1))
         out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
         status = lib.pool_alloc_many(self._h, min(n, _U64_MAX), c, out)
         if status:

@@ -255,6 +255,22 @@ static uint64_t guard_find_free(alloc_pool_t *p, uint64_t a, uint64_t b)
     return UINT64_MAX;
 }
 
+/* 1 if [a, b) lies within the capacity and wholly in free blocks (so a
+ * block growing in place over it would hand all of it out), else 0. */
+static int guard_range_free(alloc_pool_t *p, uint64_t a, uint64_t b)
+{
+    if (b > p->capacity)
+        return 0;
+    while (a < b) {
+        uint64_t start = 0, size = 0;
+        int is_free = 0;
+        if (buddy_block_at(p->core, a, &start, &size, &is_free) != BUDDY_OK || !is_free)
+            return 0;
+        a = start + size;
+    }
+    return 1;
+}
+
 /* Checks a block just allocated at `off` for `size` bytes with `align`:
  * 0 if it holds the pattern; otherwise takes the allocation back (it then
  * counts as an alloc and a free), restores the pattern, records where the
@@ -306,16 +322,19 @@ int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
     LOCK(p);
     int64_t status = POOL_REFUSED;
     if (p->slots != NULL) {
-        if (count > (p->capacity >> p->shift)) {
-            /* more blocks than the arena has: the core refuses (and
-             * counts it) before any table is grown for them */
+        const buddy_stats_t *st = buddy_stats(p->core);
+        uint64_t block = buddy_block_size(p->core, size);
+        if (count > 0 && (block == 0 ||
+                          count > (st->capacity - st->bytes_in_blocks) / block)) {
+            /* more blocks than the free bytes could hold: the core refuses
+             * (and counts it) before any table is grown for them, and
+             * writes nothing to out (the binding may pass NULL) */
             buddy_alloc_many(p->core, size, count, out);
         } else if (table_reserve(p, count) != 0) {
             buddy_count_refusal(p->core);
             status = POOL_NO_TABLE;
         } else if (buddy_alloc_many(p->core, size, count, out) == BUDDY_OK) {
             status = 0;
-            uint64_t block = buddy_block_size(p->core, size);
             for (uint64_t c = 0; p->guard && c < count && status == 0; c++) {
                 uint64_t bad = pool_guard_find(p, out[c], block, p->guard_byte);
                 if (bad != UINT64_MAX) { /* take the whole batch back */
@@ -342,8 +361,17 @@ int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
         return POOL_REFUSED;
     LOCK(p);
     int64_t off = POOL_REFUSED;
+    uint64_t need = !modulus && align > size ? align : size;
     if (p->slots != NULL) {
-        if (table_reserve(p, 1) != 0) {
+        if (need > buddy_largest_free(p->core) || (modulus && rem >= p->capacity)) {
+            /* no free block is that large (or no offset of the arena is
+             * congruent): refused (and counted) by the core before the
+             * size table grows for it, as in pool_alloc */
+            off = modulus ? buddy_alloc_congruent(p->core, size, modulus, rem)
+                          : buddy_alloc_aligned(p->core, size, align);
+            if (off == -2)
+                off = POOL_INVALID;
+        } else if (table_reserve(p, 1) != 0) {
             buddy_count_refusal(p->core);
             off = POOL_NO_TABLE;
         } else {
@@ -543,8 +571,12 @@ buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
     if (status == BUDDY_OK) {
         uint64_t old_block = table_block(p, i);
         uint64_t new_block = buddy_block_size(p->core, new_size);
-        if (p->guard && new_block > old_block) {
-            /* growing takes free buddies: their bytes must hold the pattern */
+        if (p->guard && new_block > old_block &&
+            (offset & (new_block - 1)) == 0 &&
+            guard_range_free(p, offset + old_block, offset + new_block)) {
+            /* growing in place takes the free buddies: their bytes must
+             * hold the pattern.  (A block that cannot grow in place moves,
+             * and the allocation it moves to checks its own bytes.) */
             uint64_t bad = guard_find_free(p, offset + old_block, offset + new_block);
             if (bad != UINT64_MAX) {
                 p->guard_bad = bad;
