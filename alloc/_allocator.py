@@ -301,6 +301,22 @@ class _Pool:
         """Jupyter shows the arena map when a pool ends a cell."""
         return self.render() or ""
 
+    def _live_block(self, offset: object, what: str) -> Tuple[int, int]:
+        """(offset, requested size) of the live block starting at offset,
+        or ValueError."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        off = _as_size(offset, "offset")
+        out = ffi.new("uint64_t[3]")  # start, block size, requested
+        status = lib.pool_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
+        if status == lib.BUDDY_OK and out[0] != off:
+            status = lib.BUDDY_EINTERIOR
+        if status == lib.BUDDY_EFREE:  # a lookup, not a free: no "double free?"
+            raise ValueError(f"{what}: no live block at offset {off}: that memory is free")
+        if status:
+            raise _status_error(status, f"{what} at offset {off}")
+        return off, int(out[2])
+
     def _debug_fail_next_table_growth(self) -> None:
         """Testing aid: the next time the binding's table of block sizes
         must grow, it fails (as when malloc returns NULL)."""
@@ -914,20 +930,6 @@ class BuddyAllocator(_Pool):
             self._free_locked(off, "realloc()")
         return moved
 
-    def _live_block(self, offset: object, what: str) -> Tuple[int, int]:
-        """(offset, requested size) of the live block starting at offset,
-        or ValueError."""
-        if self._h == ffi.NULL:
-            raise _never_created(self)
-        off = _as_size(offset, "offset")
-        out = ffi.new("uint64_t[3]")  # start, block size, requested
-        status = lib.pool_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
-        if status == lib.BUDDY_OK and out[0] != off:
-            status = lib.BUDDY_EINTERIOR
-        if status:
-            raise _status_error(status, f"{what} at offset {off}")
-        return off, int(out[2])
-
     def block_at(self, offset: int) -> memoryview:
         """A view of the live block that starts at ``offset``, exactly its
         requested length (what another process holding only the offset
@@ -1114,16 +1116,7 @@ class OffsetAllocator(_Pool):
     def size_of(self, offset: int) -> int:
         """The size the live block at ``offset`` was requested with
         (:class:`ValueError` if no live block starts there)."""
-        if self._h == ffi.NULL:
-            raise _never_created(self)
-        off = _as_size(offset, "offset")
-        out = ffi.new("uint64_t[3]")  # start, block size, requested
-        status = lib.pool_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
-        if status == lib.BUDDY_OK and out[0] != off:
-            status = lib.BUDDY_EINTERIOR
-        if status:
-            raise _status_error(status, f"size_of() at offset {off}")
-        return int(out[2])
+        return self._live_block(offset, "size_of()")[1]
 
 
 def _not_a_block(block: object, exc: BaseException, what: str = "free()") -> Exception:

@@ -414,3 +414,17 @@ def test_refused_alloc_many_on_a_partly_full_pool_grows_no_table():
         assert lib.pool_table_bytes(a._h) == table
         assert len(a.alloc_many(16, 1 << 11)) == 1 << 11
         a.check()
+
+
+@pytest.mark.parametrize("kind", ["buddy", "offset"])
+def test_a_lookup_of_free_memory_says_it_is_free_not_double_free(kind):
+    """block_at / size_of look a block up; at a free offset the error says
+    the memory is free (a free()'s "double free?" would mislead)."""
+    from alloc import OffsetAllocator
+
+    a = BuddyAllocator(4096) if kind == "buddy" else OffsetAllocator(4096)
+    look = a.block_at if kind == "buddy" else a.size_of
+    with pytest.raises(ValueError) as e:
+        look(256)
+    assert "free" in str(e.value) and "double" not in str(e.value)
+    assert "256" in str(e.value)
