@@ -1,0 +1,131 @@
+"""The one-argument entry points (csrc/seam.h): each pool is bound to one of
+SEAM_SLOTS slots in C while one is free, and takes the two-argument path
+(the pool passed on every call) when none is.  Both paths must behave the
+same, and a slot must never reach another allocator's pool."""
+
+from __future__ import annotations
+
+import functools
+import gc
+
+import pytest
+
+import alloc
+from alloc import BuddyAllocator, OffsetAllocator, OutOfMemory
+from alloc._allocator import lib
+from conftest import snapshot
+
+SLOTS = lib.SEAM_SLOTS
+
+
+def bound(a) -> bool:
+    """True if a's pool has a slot (its entry points are C functions)."""
+    return not isinstance(a._alloc_entry, functools.partial)
+
+
+def exercise(a: BuddyAllocator) -> None:
+    """The fast paths and their hand-offs, on whichever path a has."""
+    v = a.alloc(100)
+    w = a.try_alloc(64)
+    assert len(v) == 100 and len(w) == 64
+    z = a.alloc(0)  # the slow path: recorded by identity
+    assert len(z) == 0 and len(a) == 3
+    with pytest.raises(ValueError, match=">= 0"):
+        a.alloc(-1)
+    with pytest.raises(OutOfMemory):
+        a.alloc(2**64)  # cffi's OverflowError never reaches the user
+    with pytest.raises(OutOfMemory):
+        a.alloc(2**64 - 1)
+    assert a.try_alloc(2**64) is None
+    with pytest.raises(ValueError, match=">= 0"):
+        a.try_alloc(-5)
+    with pytest.raises(TypeError):
+        a.alloc(True)
+    before = snapshot(a)
+    with pytest.raises(ValueError):
+        a.free(bytearray(100))  # not in this arena
+    with pytest.raises(TypeError):
+        a.free(12)
+    assert snapshot(a) == before
+    for block in (v, w, z):
+        a.free(block)
+    with pytest.raises(ValueError):
+        a.free(v)  # double free
+    assert len(a) == 0
+    a.check()
+
+
+def test_more_allocators_than_slots_all_work_and_stay_apart():
+    gc.collect()
+    pools = [BuddyAllocator(4096) for _ in range(SLOTS + 8)]
+    assert not all(bound(a) for a in pools)  # some took the fallback
+    assert any(bound(a) for a in pools) or SLOTS == 0
+    for a in pools:
+        exercise(a)
+    # a block of one allocator is refused by every other, on both paths
+    first = next(a for a in pools if bound(a))
+    last = next(a for a in pools if not bound(a))
+    for owner, other in ((first, last), (last, first)):
+        v = owner.alloc(64)
+        before = snapshot(other), snapshot(owner)
+        with pytest.raises(ValueError):
+            other.free(v)
+        assert (snapshot(other), snapshot(owner)) == before
+        owner.free(v)
+    for a in pools:
+        assert len(a) == 0
+        a.check()
+
+
+def test_a_destroyed_pool_gives_its_slot_back():
+    gc.collect()
+    pools = [BuddyAllocator(4096) for _ in range(SLOTS + 1)]
+    assert not bound(pools[-1])
+    slotted = next(a for a in pools if bound(a))
+    entry = slotted._alloc_entry
+    pools.remove(slotted)
+    del slotted
+    gc.collect()
+    again = BuddyAllocator(4096)
+    assert bound(again) and again._alloc_entry is entry  # the same slot, reused
+    v = again.alloc(64)
+    assert again.offset_of(v) == 0 and len(again) == 1
+    for a in pools:
+        assert len(a) == 0  # no one else's pool was touched
+    again.free(v)
+    assert len(again) == 0
+
+
+def test_closed_and_never_created_pools_refuse_on_both_paths():
+    gc.collect()
+    pools = [BuddyAllocator(4096) for _ in range(SLOTS + 1)]
+    for a in (pools[0], pools[-1]):
+        v = a.alloc(16)
+        a.close()
+        with pytest.raises(ValueError, match="closed"):
+            a.alloc(16)
+        with pytest.raises(ValueError, match="closed"):
+            a.try_alloc(16)
+        with pytest.raises(ValueError, match="closed"):
+            a.free(v)
+
+    class Forgot(BuddyAllocator):
+        def __init__(self):
+            pass
+
+    f = Forgot()
+    for call in (lambda: f.alloc(16), lambda: f.try_alloc(16),
+                 lambda: f.free(bytearray(16)), lambda: f.alloc(0)):
+        with pytest.raises(ValueError, match="never created"):
+            call()
+
+
+def test_offset_allocators_share_the_slots():
+    gc.collect()
+    offs = [OffsetAllocator(1 << 20) for _ in range(SLOTS)]
+    a = BuddyAllocator(4096)  # no slot is left for it
+    assert not bound(a)
+    exercise(a)
+    del offs
+    gc.collect()
+    assert bound(BuddyAllocator(4096))
