@@ -622,10 +622,10 @@ class BuddyAllocator(_Pool):
         # mv is read before the C call: a close() racing this call cannot
         # take it away after the block was counted (the alloc then simply
         # happened before the close).
-        mv = self._mv
+        mv, entry = self._mv, self._alloc_entry
         if type(size) is int and align is None:
             try:
-                off = self._alloc_entry(size)
+                off = entry(size)
             except OverflowError:  # < 0 or >= 2**64: _alloc_other says why
                 off = _ZERO
             if off >= 0:
@@ -638,10 +638,10 @@ class BuddyAllocator(_Pool):
 
     def try_alloc(self, size: int, align: Optional[int] = None) -> Optional[memoryview]:
         """Like :meth:`alloc`, but return ``None`` when no block fits."""
-        mv = self._mv
+        mv, entry = self._mv, self._alloc_entry
         if type(size) is int and align is None:
             try:
-                off = self._alloc_entry(size)
+                off = entry(size)
             except OverflowError:  # < 0 or >= 2**64: _alloc_other says why
                 off = _ZERO
             if off >= 0:
@@ -762,7 +762,8 @@ class BuddyAllocator(_Pool):
         released view, or a closed allocator; :class:`TypeError` for a
         non-buffer.
         """
-        status = self._free_entry(id(block))
+        entry = self._free_entry
+        status = entry(id(block))
         if status:
             self._free_other(block, status, "free()")
 
