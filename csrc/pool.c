@@ -50,7 +50,8 @@ struct alloc_pool {
 
 /* 1 if a request of `size` bytes fills its block exactly (a power of two,
  * at least min_size): such a block gets no slot, since its block size,
- * which the core knows, is its requested size. */
+ * which the core knows, is its requested size.  (A block larger than its
+ * size needs, from pool_alloc_aligned, keeps a slot whatever its size.) */
 static inline int exact_fit(const alloc_pool_t *p, uint64_t size)
 {
     return (size >> p->shift) != 0 && (size & (size - 1)) == 0;
@@ -166,8 +167,11 @@ buddy_status pool_new(uint64_t capacity, uint64_t min_size, uintptr_t base,
 {
     if (out == NULL)
         return BUDDY_EINVAL;
-    if (min_size != 0 && capacity / min_size >= ((uint64_t)1 << KEY_BITS))
-        return BUDDY_ENOMEM; /* its metadata would need 2^56 bytes and more */
+    if (min_size != 0 && (min_size & (min_size - 1)) == 0 &&
+        capacity <= BUDDY_MAX_CAPACITY &&
+        capacity / min_size >= ((uint64_t)1 << KEY_BITS))
+        return BUDDY_ENOMEM; /* its metadata would need 2^56 bytes and more;
+                                bad arguments are buddy_new's EINVAL */
     alloc_pool_t *p = calloc(1, sizeof *p);
     if (p == NULL)
         return BUDDY_ENOMEM;
@@ -375,7 +379,8 @@ int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
                 uint64_t got = want > align ? want : align;
                 unsigned delta = modulus || got == want ? 0
                     : (unsigned)(__builtin_ctzll(got) - __builtin_ctzll(want));
-                table_insert(p, (uint64_t)off, size, delta);
+                if (delta != 0 || !exact_fit(p, size))
+                    table_insert(p, (uint64_t)off, size, delta);
             }
         }
     }
@@ -596,6 +601,8 @@ buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
         if (status == BUDDY_OK) {
             if (i == NO_SLOT && !exact_fit(p, new_size)) {
                 table_insert(p, offset, new_size, 0); /* room was made */
+            } else if (i != NO_SLOT && exact_fit(p, new_size)) {
+                table_delete(p, i); /* a plain exact fit now: no slot */
             } else if (i != NO_SLOT) {
                 p->slots[i].key &= KEY_MASK; /* a plain block now */
                 p->slots[i].size = new_size;
