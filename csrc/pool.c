@@ -410,7 +410,7 @@ static buddy_status pool_find(alloc_pool_t *p, const char *ptr, uint64_t len,
         return BUDDY_ERANGE;
     uint64_t off = (uint64_t)(addr - p->base);
     *offset = off;
-    if ((off & (((uint64_t)1 << p->shift) - 1)) == 0) {
+    if (p->count != 0 && (off & (((uint64_t)1 << p->shift) - 1)) == 0) {
         uint64_t i = table_probe(p, (off >> p->shift) + 1);
         if (p->slots[i].key != 0) {
             if (p->slots[i].size != len)
