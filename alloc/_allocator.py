@@ -210,10 +210,12 @@ class _Pool:
     _capacity = 0
     _min_size = 0
     _guard = False
-    # The pool's one-argument entry points (csrc/seam.h): alloc_entry(size)
-    # and free_entry(id(block)).  These refuse, as a never-created pool.
+    # The pool's one-argument entry points (csrc/seam.h): alloc_entry(size),
+    # free_entry(id(block)) and free_at_entry(offset).  These refuse, as a
+    # never-created pool.
     _alloc_entry: Any = functools.partial(lib.seam_alloc, _NO_POOL)
     _free_entry: Any = functools.partial(lib.seam_free, _NO_POOL)
+    _free_at_entry: Any = functools.partial(lib.pool_free_at, _NO_POOL)
 
     def _open(self, capacity: int, min_size: int, base: int) -> None:
         """Create the C pool for ``capacity`` bytes at address ``base``;
@@ -237,9 +239,11 @@ class _Pool:
         if slot >= 0:
             self._alloc_entry = getattr(lib, f"seam_alloc_{slot}")
             self._free_entry = getattr(lib, f"seam_free_{slot}")
+            self._free_at_entry = getattr(lib, f"seam_free_at_{slot}")
         else:
             self._alloc_entry = functools.partial(lib.seam_alloc, self._h)
             self._free_entry = functools.partial(lib.seam_free, self._h)
+            self._free_at_entry = functools.partial(lib.pool_free_at, self._h)
         self._core = lib.pool_core(self._h)  # lives as long as self._h
         self._st = lib.buddy_stats(self._core)
         self._capacity = capacity
@@ -1013,14 +1017,42 @@ class OffsetAllocator(_Pool):
             raise ValueError(f"capacity {cap} is larger than 2**62")
         self._open(cap // min_size * min_size, min_size, 0)
 
+    # The hot paths (alloc, try_alloc, free) take an exact int with one
+    # one-argument C call, as BuddyAllocator's do; everything else (size 0,
+    # which the C side hands back, and what cffi refuses) goes to the slow
+    # path, which converts first.  Measured: an alloc+free pair of 64 bytes
+    # went from ~1,400 to ~310 ns (min of 15 runs of 100,000, same session).
+
     def alloc(self, size: int, align: Optional[int] = None) -> int:
         """Allocate a block of ``size`` bytes; return its offset.  ``align``
         (a power of two): the offset is a multiple of it.  Raises
         :class:`alloc.OutOfMemory` when no block fits."""
+        if type(size) is int and align is None:
+            entry = self._alloc_entry
+            try:
+                off = entry(size)
+            except OverflowError:  # < 0 or >= 2**64: _alloc says why
+                off = _ZERO
+            if off >= 0:
+                return off  # type: ignore[no-any-return]
+            if off != _ZERO:
+                raise self._refusal(size, off)
         return cast(int, self._alloc(size, align, True))
 
     def try_alloc(self, size: int, align: Optional[int] = None) -> Optional[int]:
         """Like :meth:`alloc`, but return ``None`` when no block fits."""
+        if type(size) is int and align is None:
+            entry = self._alloc_entry
+            try:
+                off = entry(size)
+            except OverflowError:  # < 0 or >= 2**64: _alloc says why
+                off = _ZERO
+            if off >= 0:
+                return off  # type: ignore[no-any-return]
+            if off == _REFUSED and not self._closed:
+                return None
+            if off != _ZERO:
+                raise self._refusal(size, off)
         return self._alloc(size, align, False)
 
     def _alloc(self, size: object, align: object, strict: bool) -> Optional[int]:
@@ -1074,7 +1106,14 @@ class OffsetAllocator(_Pool):
         """Free the live block that starts at ``offset``.  :class:`ValueError`
         (nothing changed) if no live block starts there, it is already free,
         or the allocator is closed."""
-        self._free(offset, "free()")
+        if type(offset) is int:
+            entry = self._free_at_entry
+            try:
+                if not entry(offset):
+                    return
+            except OverflowError:  # < 0 or >= 2**64: _free says why
+                pass
+        self._free(offset, "free()")  # refused: changed nothing, says why
 
     def _free(self, offset: object, what: str) -> None:
         if self._h == ffi.NULL:

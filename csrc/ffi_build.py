@@ -65,6 +65,7 @@ CDEF = "\n".join(
 SEAM_SLOTS = int(re.search(r"#define SEAM_SLOTS (\d+)", _read("seam.h")).group(1))
 SEAM_ENTRIES = "".join(
     f"int64_t seam_alloc_{k}(uint64_t size);\nint seam_free_{k}(uintptr_t obj);\n"
+    f"int seam_free_at_{k}(uint64_t off);\n"
     for k in range(SEAM_SLOTS)
 )
 CDEF += SEAM_ENTRIES

@@ -105,7 +105,12 @@ void seam_destroy(alloc_pool_t *p)
         return seam_alloc(seam_slots[k], size);                               \
     }                                                                         \
     int seam_free_##k(uintptr_t obj);                                         \
-    int seam_free_##k(uintptr_t obj) { return seam_free(seam_slots[k], obj); }
+    int seam_free_##k(uintptr_t obj) { return seam_free(seam_slots[k], obj); } \
+    int seam_free_at_##k(uint64_t off);                                       \
+    int seam_free_at_##k(uint64_t off)                                        \
+    {                                                                         \
+        return (int)pool_free_at(seam_slots[k], off);                         \
+    }
 SEAM_ENTRIES(0) SEAM_ENTRIES(1) SEAM_ENTRIES(2) SEAM_ENTRIES(3) SEAM_ENTRIES(4) SEAM_ENTRIES(5) SEAM_ENTRIES(6) SEAM_ENTRIES(7)
 SEAM_ENTRIES(8) SEAM_ENTRIES(9) SEAM_ENTRIES(10) SEAM_ENTRIES(11) SEAM_ENTRIES(12) SEAM_ENTRIES(13) SEAM_ENTRIES(14) SEAM_ENTRIES(15)
 SEAM_ENTRIES(16) SEAM_ENTRIES(17) SEAM_ENTRIES(18) SEAM_ENTRIES(19) SEAM_ENTRIES(20) SEAM_ENTRIES(21) SEAM_ENTRIES(22) SEAM_ENTRIES(23)

@@ -50,14 +50,16 @@ int seam_free(alloc_pool_t *p, uintptr_t obj);
  *
  *     int64_t seam_alloc_<k>(uint64_t size);   = seam_alloc(slot k, size)
  *     int     seam_free_<k>(uintptr_t obj);    = seam_free(slot k, obj)
+ *     int     seam_free_at_<k>(uint64_t off);  = pool_free_at(slot k, off)
  *
  * (defined in seam.c, declared to cffi by ffi_build.py).  seam_bind puts a
  * pool in a free slot and says which; a pool that finds none (more than
- * SEAM_SLOTS live at once) uses the two-argument functions above, which do
- * the same.  The slot is released by seam_destroy, when the pool itself is
+ * SEAM_SLOTS live at once) uses the two-argument functions (seam_alloc,
+ * seam_free, pool_free_at), which do the same.  The slot is released by seam_destroy, when the pool itself is
  * destroyed: until then nothing else can be bound there, so an entry point
  * a live allocator holds always reaches its own pool.  An empty slot holds
- * NULL, which every function refuses (POOL_REFUSED, SEAM_NO_POOL).
+ * NULL, which every function refuses (POOL_REFUSED, SEAM_NO_POOL,
+ * BUDDY_EINVAL).
  * Binding is serialised by the GIL, or by a mutex with BUDDY_LOCKED. */
 #define SEAM_SLOTS 64
 

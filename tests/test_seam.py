@@ -129,3 +129,53 @@ def test_offset_allocators_share_the_slots():
     del offs
     gc.collect()
     assert bound(BuddyAllocator(4096))
+
+
+def exercise_offsets(o: OffsetAllocator) -> None:
+    """OffsetAllocator's fast paths and their hand-offs."""
+    a, b = o.alloc(100), o.try_alloc(64)
+    z = o.alloc(0)  # size 0: the slow path, an ordinary min_size block
+    assert len(o) == 3 and o.size_of(z) == 0 and o.size_of(a) == 100
+    for bad, exc in ((-1, ValueError), (True, TypeError), (1.0, TypeError)):
+        with pytest.raises(exc):
+            o.alloc(bad)
+        with pytest.raises(exc):
+            o.free(bad)
+    with pytest.raises(OutOfMemory):
+        o.alloc(2**64)
+    assert o.try_alloc(2**70) is None
+    before = snapshot(o)
+    for wrong in (a + 16, 2**64, 2**64 + a, o.bytes_total, 3):
+        with pytest.raises(ValueError):
+            o.free(wrong)
+    assert snapshot(o) == before
+    for off in (a, b, z):
+        o.free(off)
+    with pytest.raises(ValueError, match="free"):
+        o.free(a)  # double free
+    assert len(o) == 0
+    o.check()
+
+
+def test_offset_allocator_fast_paths_on_both_paths():
+    gc.collect()
+    offs = [OffsetAllocator(1 << 20) for _ in range(SLOTS + 2)]
+    assert bound(offs[0]) and not bound(offs[-1])
+    for o in (offs[0], offs[-1]):
+        exercise_offsets(o)
+        o.close()
+        with pytest.raises(ValueError, match="closed"):
+            o.alloc(16)
+        with pytest.raises(ValueError, match="closed"):
+            o.try_alloc(16)
+        with pytest.raises(ValueError, match="closed"):
+            o.free(0)
+
+    class Forgot(OffsetAllocator):
+        def __init__(self):
+            pass
+
+    f = Forgot()
+    for call in (lambda: f.alloc(16), lambda: f.try_alloc(16), lambda: f.free(0)):
+        with pytest.raises(ValueError, match="never created"):
+            call()
