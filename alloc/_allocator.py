@@ -232,9 +232,22 @@ class _Pool:
         if status != lib.BUDDY_OK:
             raise _status_error(status, f"{type(self).__name__}()")
         self._h = ffi.gc(out[0], lib.seam_destroy)  # also frees its slot
-        # Entry points bound to this pool in C when a slot is free: one
-        # argument instead of two saves ~45 ns a call (cffi packs two or
-        # more in a tuple).  Else the same functions with the pool passed.
+        self._bind_entries()
+        self._core = lib.pool_core(self._h)  # lives as long as self._h
+        self._st = lib.buddy_stats(self._core)
+        self._capacity = capacity
+        self._min_size = min_size
+        self._closed = False
+
+    def _bind_entries(self) -> None:
+        """Point the one-argument entry points at the pool ``self._h``.
+
+        Whatever sets ``self._h`` must call this (else the fast paths reach
+        no pool and refuse), and destroy that pool with ``lib.seam_destroy``,
+        which frees its slot.  The pool is bound to a C slot while one is
+        free: one argument instead of two saves ~45 ns a call (cffi packs
+        two or more in a tuple).  Else the same functions get the pool
+        passed each call."""
         slot = lib.seam_bind(self._h)
         if slot >= 0:
             self._alloc_entry = getattr(lib, f"seam_alloc_{slot}")
@@ -244,11 +257,6 @@ class _Pool:
             self._alloc_entry = functools.partial(lib.seam_alloc, self._h)
             self._free_entry = functools.partial(lib.seam_free, self._h)
             self._free_at_entry = functools.partial(lib.pool_free_at, self._h)
-        self._core = lib.pool_core(self._h)  # lives as long as self._h
-        self._st = lib.buddy_stats(self._core)
-        self._capacity = capacity
-        self._min_size = min_size
-        self._closed = False
 
     def blocks(self) -> Iterator[Tuple[int, int, int]]:
         """``(offset, block_size, requested)`` for every live block, in

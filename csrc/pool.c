@@ -580,12 +580,10 @@ buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
         return BUDDY_EINVAL;
     LOCK(p);
     uint64_t i = NO_SLOT, old_block = 0, size = 0;
-    /* Room first for the slot a block that is no exact fit needs (a
-     * growth moves every slot). */
-    buddy_status status = !exact_fit(p, new_size) && p->slots != NULL &&
-        table_reserve(p, 1) != 0 ? BUDDY_ENOMEM : BUDDY_OK;
-    if (status == BUDDY_OK)
-        status = pool_slot_at(p, offset, &i, &old_block, &size);
+    buddy_status status = pool_slot_at(p, offset, &i, &old_block, &size);
+    if (status == BUDDY_OK && i == NO_SLOT && !exact_fit(p, new_size) &&
+        table_reserve(p, 1) != 0)
+        status = BUDDY_ENOMEM; /* it would need a slot: move it, or fail */
     if (status == BUDDY_OK) {
         uint64_t new_block = buddy_block_size(p->core, new_size);
         if (p->guard && new_block > old_block) {

@@ -16,8 +16,17 @@ static pthread_mutex_t seam_slots_lock = PTHREAD_MUTEX_INITIALIZER;
 #define SLOTS_UNLOCK() ((void)0)
 #endif
 
-/* The pool bound to each slot, or NULL (see seam.h). */
+/* The pool bound to each slot, or NULL (see seam.h).  With BUDDY_LOCKED
+ * (free-threaded Python) a slot is read with acquire and written with
+ * release ordering; elsewhere the GIL orders them. */
 static alloc_pool_t *seam_slots[SEAM_SLOTS];
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+#define SLOT_GET(k) __atomic_load_n(&seam_slots[k], __ATOMIC_ACQUIRE)
+#define SLOT_SET(k, p) __atomic_store_n(&seam_slots[k], (p), __ATOMIC_RELEASE)
+#else
+#define SLOT_GET(k) (seam_slots[k])
+#define SLOT_SET(k, p) ((void)(seam_slots[k] = (p)))
+#endif
 
 /* The object's bytes as (pointer, length), or why not. */
 static int seam_buffer(PyObject *obj, Py_buffer *view)
@@ -78,8 +87,8 @@ int seam_bind(alloc_pool_t *p)
     int slot = -1;
     SLOTS_LOCK();
     for (int k = 0; p != NULL && k < SEAM_SLOTS && slot < 0; k++) {
-        if (seam_slots[k] == NULL) {
-            seam_slots[k] = p;
+        if (SLOT_GET(k) == NULL) {
+            SLOT_SET(k, p);
             slot = k;
         }
     }
@@ -91,8 +100,8 @@ void seam_destroy(alloc_pool_t *p)
 {
     SLOTS_LOCK();
     for (int k = 0; p != NULL && k < SEAM_SLOTS; k++)
-        if (seam_slots[k] == p)
-            seam_slots[k] = NULL;
+        if (SLOT_GET(k) == p)
+            SLOT_SET(k, NULL);
     SLOTS_UNLOCK();
     pool_destroy(p);
 }
@@ -102,14 +111,14 @@ void seam_destroy(alloc_pool_t *p)
     int64_t seam_alloc_##k(uint64_t size);                                    \
     int64_t seam_alloc_##k(uint64_t size)                                     \
     {                                                                         \
-        return seam_alloc(seam_slots[k], size);                               \
+        return seam_alloc(SLOT_GET(k), size);                               \
     }                                                                         \
     int seam_free_##k(uintptr_t obj);                                         \
-    int seam_free_##k(uintptr_t obj) { return seam_free(seam_slots[k], obj); } \
+    int seam_free_##k(uintptr_t obj) { return seam_free(SLOT_GET(k), obj); }   \
     int seam_free_at_##k(uint64_t off);                                       \
     int seam_free_at_##k(uint64_t off)                                        \
     {                                                                         \
-        return (int)pool_free_at(seam_slots[k], off);                         \
+        return (int)pool_free_at(SLOT_GET(k), off);                         \
     }
 SEAM_ENTRIES(0) SEAM_ENTRIES(1) SEAM_ENTRIES(2) SEAM_ENTRIES(3) SEAM_ENTRIES(4) SEAM_ENTRIES(5) SEAM_ENTRIES(6) SEAM_ENTRIES(7)
 SEAM_ENTRIES(8) SEAM_ENTRIES(9) SEAM_ENTRIES(10) SEAM_ENTRIES(11) SEAM_ENTRIES(12) SEAM_ENTRIES(13) SEAM_ENTRIES(14) SEAM_ENTRIES(15)

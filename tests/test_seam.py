@@ -179,3 +179,64 @@ def test_offset_allocator_fast_paths_on_both_paths():
     for call in (lambda: f.alloc(16), lambda: f.try_alloc(16), lambda: f.free(0)):
         with pytest.raises(ValueError, match="never created"):
             call()
+
+
+# ---- exact fits: blocks whose requested size is their block size have no
+# record in the pool's size table (csrc/pool.h); everything must still know
+# their size exactly.
+
+
+def test_exact_fits_and_records_side_by_side():
+    a = BuddyAllocator(1 << 16, min_size=16)
+    exact, inexact = a.alloc(64), a.alloc(60)
+    assert a.bytes_allocated == 124 and a.bytes_wasted == 4
+    assert sorted(r for _, _, r in a.blocks()) == [60, 64]
+    before = snapshot(a)
+    for wrong in (exact[:60], exact[:32], a.block_at(a.offset_of(inexact))[:59]):
+        with pytest.raises(ValueError):
+            a.free(wrong)
+    base = a.offset_of(inexact)
+    import numpy as np
+    whole = np.frombuffer(a._mv, dtype=np.uint8)[base:base + 64]
+    with pytest.raises(ValueError):
+        a.free(whole)  # the 64 bytes of a block requested with 60
+    assert snapshot(a) == before
+    a.free(np.frombuffer(exact, dtype=np.uint8))  # any buffer over exactly it
+    a.free(inexact)
+    assert len(a) == 0 and a.check() is None
+
+
+@pytest.mark.parametrize("sizes", [(64, 100), (100, 128), (64, 128), (100, 60), (128, 64)])
+def test_realloc_between_exact_and_inexact_sizes(sizes):
+    old, new = sizes
+    a = BuddyAllocator(1 << 16, min_size=16)
+    v = a.alloc(old)
+    v[:] = bytes(range(old))
+    w = a.realloc(v, new)
+    keep = min(old, new)
+    assert len(w) == new and w[:keep] == bytes(range(keep))
+    assert a.bytes_allocated == new and len(a) == 1
+    assert list(a.blocks())[0][2] == new
+    assert a.block_at(a.offset_of(w)).nbytes == new
+    if new != old:
+        with pytest.raises(ValueError):
+            a.free(a._mv[a.offset_of(w):a.offset_of(w) + old])
+    a.free(w)
+    assert len(a) == 0 and a.bytes_allocated == 0 and a.check() is None
+
+
+def test_realloc_of_an_exact_fit_when_the_table_cannot_grow():
+    a = BuddyAllocator(1 << 16, min_size=16)
+    v = a.alloc(64)
+    a._debug_fail_next_table_growth()
+    w = a.realloc(v, 100)  # needs a record: moved (or refused), never wrong
+    assert len(w) == 100 and a.bytes_allocated == 100 and len(a) == 1
+    a.free(w)
+    assert len(a) == 0 and a.check() is None
+    o = OffsetAllocator(1 << 16)
+    off = o.alloc(64)
+    o._debug_fail_next_table_growth()
+    with pytest.raises(ValueError):
+        o.realloc(off + 16, 100)  # a wrong offset: refused, nothing changed
+    assert len(o) == 1 and o.size_of(off) == 64
+    assert o.size_of(o.realloc(off, 100)) == 100 and len(o) == 1
