@@ -1120,11 +1120,16 @@ class OffsetAllocator(_Pool):
         if type(offset) is int:
             entry = self._free_at_entry
             try:
-                if not entry(offset):
-                    return
+                status = entry(offset)
             except OverflowError:  # < 0 or >= 2**64: _free says why
-                pass
-        self._free(offset, "free()")  # refused: changed nothing, says why
+                status = None
+            if status == 0:
+                return
+            if status is not None:  # refused (one call: atomic), say why
+                if self._h == ffi.NULL:
+                    raise _never_created(self)
+                raise _status_error(status, f"free() at offset {offset}")
+        self._free(offset, "free()")
 
     def _free(self, offset: object, what: str) -> None:
         if self._h == ffi.NULL:

@@ -240,3 +240,38 @@ def test_realloc_of_an_exact_fit_when_the_table_cannot_grow():
         o.realloc(off + 16, 100)  # a wrong offset: refused, nothing changed
     assert len(o) == 1 and o.size_of(off) == 64
     assert o.size_of(o.realloc(off, 100)) == 100 and len(o) == 1
+
+
+def test_a_refused_free_is_one_call_even_if_the_block_comes_back():
+    """A refused free must not look again: another thread may allocate a
+    block at that offset in between, and a second look would free it.
+    The wrapper plays that thread, right after the entry point refused."""
+    o = OffsetAllocator(1 << 16)
+    off = o.alloc(64)
+    o.free(off)
+    entry, late = o._free_at_entry, []
+
+    def racing(offset):
+        status = entry(offset)
+        late.append(o.alloc(64))  # lands at the offset just refused
+        return status
+
+    o._free_at_entry = racing
+    with pytest.raises(ValueError, match="free"):
+        o.free(off)  # a double free when it was called
+    assert late == [off] and len(o) == 1 and o.size_of(off) == 64
+
+    a = BuddyAllocator(1 << 16)
+    v = a.alloc(64)
+    a.free(v)
+    entry, late = a._free_entry, []
+
+    def racing_view(obj_id):
+        status = entry(obj_id)
+        late.append(a.alloc(64))
+        return status
+
+    a._free_entry = racing_view
+    with pytest.raises(ValueError):
+        a.free(v)
+    assert len(late) == 1 and a.offset_of(late[0]) == 0 and len(a) == 1
