@@ -607,7 +607,7 @@ class BuddyAllocator(_Pool):
     # The hot paths (alloc, try_alloc, free) are written for the common case
     # and hand everything else to one slow path each:
     #   alloc: an exact int -> one one-argument C call (_alloc_entry, see
-    #          _Pool._open) -> a slice of the arena view.  The C side hands
+    #          _Pool._bind_entries) -> a slice of the arena view.  The C side hands
     #          size 0 back (SEAM_ALLOC_ZERO) and cffi refuses a negative
     #          size or one of 2**64 and up (OverflowError); those and every
     #          other size object (numpy integers, __index__ objects, bad
@@ -623,7 +623,10 @@ class BuddyAllocator(_Pool):
     # ~250 ns; helpers shared by the fast paths would add ~30 ns a call.
     # The one-argument entry points and exact fits (csrc/pool.h) then took
     # it from ~860 to ~450 ns on a busier host (min of 15 x 50,000, same
-    # session; callgrind: 5,898 -> 4,184 instructions a pair).
+    # session; callgrind: 5,898 -> 4,184 instructions a pair).  An entry
+    # point is read into a local before the call: ``self._free_entry(x)``
+    # compiles to LOAD_METHOD, which CPython 3.11 cannot specialise for an
+    # instance attribute (callgrind: ~235 instructions a pair more).
 
     def alloc(self, size: int, align: Optional[int] = None) -> memoryview:
         """Return a writable view of exactly ``size`` bytes (not cleared).

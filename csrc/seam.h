@@ -46,7 +46,7 @@ int seam_free(alloc_pool_t *p, uintptr_t obj);
  * cffi passes one argument as is (METH_O) but two or more in a tuple it
  * unpacks: a two-argument call costs ~45 ns more than a one-argument call,
  * more than the allocation itself.  So the pool is bound in C instead:
- * there are SEAM_SLOTS slots, and for each slot k two entry points,
+ * there are SEAM_SLOTS slots, and for each slot k three entry points,
  *
  *     int64_t seam_alloc_<k>(uint64_t size);   = seam_alloc(slot k, size)
  *     int     seam_free_<k>(uintptr_t obj);    = seam_free(slot k, obj)
@@ -55,12 +55,12 @@ int seam_free(alloc_pool_t *p, uintptr_t obj);
  * (defined in seam.c, declared to cffi by ffi_build.py).  seam_bind puts a
  * pool in a free slot and says which; a pool that finds none (more than
  * SEAM_SLOTS live at once) uses the two-argument functions (seam_alloc,
- * seam_free, pool_free_at), which do the same.  The slot is released by seam_destroy, when the pool itself is
- * destroyed: until then nothing else can be bound there, so an entry point
- * a live allocator holds always reaches its own pool.  An empty slot holds
- * NULL, which every function refuses (POOL_REFUSED, SEAM_NO_POOL,
- * BUDDY_EINVAL).
- * Binding is serialised by the GIL, or by a mutex with BUDDY_LOCKED. */
+ * seam_free, pool_free_at), which do the same.  The slot is released by
+ * seam_destroy, when the pool itself is destroyed: until then nothing else
+ * can be bound there, so an entry point a live allocator holds always
+ * reaches its own pool.  An empty slot holds NULL, which every function
+ * refuses (POOL_REFUSED, SEAM_NO_POOL, BUDDY_EINVAL).  Binding is
+ * serialised by the GIL, or by a mutex with BUDDY_LOCKED. */
 #define SEAM_SLOTS 64
 
 /* The slot p is now bound to, or -1 if every slot is taken. */
