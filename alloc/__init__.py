@@ -7,7 +7,8 @@
 (960, 64)
 """
 
-from ._allocator import BufferLike, BuddyAllocator, Counters, OffsetAllocator, Stats
+from ._allocator import (BufferLike, BuddyAllocator, Counters, OffsetAllocator,
+                         SharedBuddyAllocator, Stats)
 from ._errors import BufferArgumentError, OutOfMemory, UseAfterFree
 from ._version import __version__
 
@@ -18,13 +19,14 @@ __all__ = [
     "BufferArgumentError",
     "OffsetAllocator",
     "OutOfMemory",
+    "SharedBuddyAllocator",
     "Stats",
     "UseAfterFree",
     "__version__",
 ]
 
 # Tracebacks and help() name the public package, as numpy does.
-for _cls in (BuddyAllocator, OffsetAllocator, BufferArgumentError, OutOfMemory,
-             UseAfterFree, Stats, Counters):
+for _cls in (BuddyAllocator, OffsetAllocator, SharedBuddyAllocator, BufferArgumentError,
+             OutOfMemory, UseAfterFree, Stats, Counters):
     _cls.__module__ = __name__
 del _cls

@@ -72,7 +72,7 @@ if _BUILT_FOR != __version__:
         f"{_BUILT_FOR}: rebuild it (pip install -e . or pip install .)"
     )
 
-__all__ = ["BuddyAllocator", "OffsetAllocator", "Stats", "Counters"]
+__all__ = ["BuddyAllocator", "OffsetAllocator", "SharedBuddyAllocator", "Stats", "Counters"]
 
 
 
@@ -271,7 +271,7 @@ class _Pool:
         out = ffi.new("uint64_t[3]")
         off = 0
         while off < self._capacity:
-            status = lib.pool_block_at(self._h, off, out, out + 1, out + 2)
+            status = self._c_block_at(off, out)
             if status == lib.BUDDY_ECLOSED:
                 raise ValueError("the allocator is closed")
             if status not in (lib.BUDDY_OK, lib.BUDDY_EFREE):
@@ -299,7 +299,7 @@ class _Pool:
         span = st["min_size"] << int(self._st.max_order)
         cells = _observe.cells_for(width, span=span, min_size=st["min_size"])
         arrays = ffi.new("uint64_t[]", 3 * cells)
-        status = lib.pool_map(self._h, cells, arrays, arrays + cells, arrays + 2 * cells)
+        status = self._c_map(cells, arrays)
         if status:
             raise _status_error(status, "render()")
         req, waste, free = (ffi.unpack(arrays + i * cells, cells) for i in range(3))
@@ -323,6 +323,17 @@ class _Pool:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(_observe.svg(req, waste, free, **kw))
         return None
+
+    # The C calls of blocks() and render() (and _snapshot above), for a
+    # subclass whose handle is not a pool (SharedBuddyAllocator) to replace.
+
+    def _c_block_at(self, off: int, out: Any) -> int:
+        """pool_block_at: start, block size, requested size into out[0:3]."""
+        return int(lib.pool_block_at(self._h, off, out, out + 1, out + 2))
+
+    def _c_map(self, cells: int, arrays: Any) -> int:
+        """pool_map into the three arrays of ``cells`` each in ``arrays``."""
+        return int(lib.pool_map(self._h, cells, arrays, arrays + cells, arrays + 2 * cells))
 
     def _repr_svg_(self) -> str:
         """Jupyter shows the arena map when a pool ends a cell."""
@@ -1218,3 +1229,531 @@ def _not_a_block(block: object, exc: BaseException, what: str = "free()") -> Exc
             "'with pool.block(n) as buf:', which frees on exit"
         )
     return ValueError(f"{what}: not a block of this allocator: {exc}")
+
+
+# ---- SharedBuddyAllocator ----------------------------------------------------
+
+_c_shared_alloc = lib.shared_alloc
+_c_shared_free = lib.shared_seam_free
+_SHARED_CORRUPT = lib.SHARED_CORRUPT
+_SHARED_ECORRUPT = lib.SHARED_ECORRUPT
+#: Blocks of a shared arena are aligned in absolute terms up to this in
+#: every process (the arena starts at a page boundary of the segment).
+_SHARED_ALIGN = lib.SHARED_ARENA_ALIGN
+_NO_SHARED = ffi.cast("shared_t *", 0)
+lib.shared_py_init()  # release the GIL while waiting for another's lock
+
+
+def _segment_name(name: str) -> str:
+    """The name as shm_open wants it ("/name")."""
+    return name if name.startswith("/") else "/" + name
+
+
+def _shared_os_error(name: str) -> OSError:
+    """The OSError of a failed shm_open/ftruncate/mmap (or of a platform
+    without robust process-shared mutexes: ENOSYS)."""
+    import errno
+
+    err = int(lib.shared_errno())
+    if err == errno.ENOSYS:
+        return OSError(err, "SharedBuddyAllocator needs POSIX shared memory and "
+                       "robust process-shared mutexes, which this platform lacks", name)
+    return OSError(err, os.strerror(err), name)
+
+
+class SharedBuddyAllocator(BuddyAllocator):
+    """A buddy allocator whose arena and metadata live in a named shared
+    memory segment, used by every process that attaches to it.
+
+    Follows :class:`multiprocessing.shared_memory.SharedMemory`:
+    ``create=True`` makes a new segment (named ``name``, or a fresh unique
+    name when ``name`` is None) for an arena of ``size`` bytes (rounded up to
+    a multiple of ``min_size``); ``create=False`` attaches to the segment
+    ``name``, whose ``min_size`` and size it reads.  The segment holds
+    everything: the arena, the core's bitmaps and statistics, the requested
+    size of every live block and a process-shared robust mutex.
+
+    Every :class:`BuddyAllocator` operation works from every attached
+    process, and a block allocated in one may be freed in another by
+    :meth:`free_at` (its offset) or by any view over exactly its bytes in
+    that process's mapping.  A zero-size block's view frees it only in the
+    process that allocated it (elsewhere: :meth:`free_at`).
+
+    ``close()`` detaches this process (later operations raise
+    :class:`ValueError`; the mapping goes once this object and every view
+    are gone); ``unlink()`` removes the name (the memory goes once every
+    process has closed).  Pickling carries the name: unpickling attaches
+    (how a ``multiprocessing`` worker gets the allocator).
+
+    Attaching to a segment that is not an allocator's, from an incompatible
+    build, or truncated: :class:`ValueError`.  If a process dies holding the
+    lock, the next operation checks the state and repairs it if it can be
+    proven (see csrc/shared.h); otherwise every later operation in every
+    process raises :class:`RuntimeError`.  ``align`` up to 4096 holds in
+    every process's mapping; a larger one is refused (ValueError).
+    """
+
+    _h: Any = _NO_SHARED
+    _name: Optional[str] = None
+    _tracker_pid = 0  # the pid that registered the name with its resource tracker
+    _frozen: Any = None
+    _live_st: Any = None
+    _frozen_largest = 0
+
+    def __init__(self, name: Optional[str] = None, create: bool = False,
+                 size: int = 0, *, min_size: int = 16) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if not create and name is None:
+            raise ValueError("'name' can only be None if create=True")
+        if create:
+            m = _min_size_arg(min_size)
+            n = _as_size(size)
+            if n <= 0:
+                raise ValueError("'size' must be a positive number different from zero")
+            capacity = -(-n // m) * m
+            if capacity > _MAX_CAPACITY:
+                raise MemoryError(f"cannot make a shared arena of {n} bytes")
+            h = self._create(name, capacity, m)
+        else:
+            h = self._attach(cast(str, name))
+        self._h = ffi.gc(h, lib.shared_release)
+        keep = self._h  # the arena's memory is the handle's mapping
+        capacity = int(lib.shared_capacity(h))
+        arena = ffi.gc(lib.shared_arena(h), lambda _p, keep=keep: None)
+        self._arena = arena
+        self._mv = memoryview(ffi.buffer(arena, capacity))
+        self._base = int(ffi.cast("uintptr_t", arena))
+        self._core = lib.shared_core(h)
+        self._live_st = lib.buddy_stats(self._core)
+        self._capacity = capacity
+        self._min_size = int(lib.shared_min_size(h))
+        self._zero = {}
+        self._zero_lock = threading.Lock()
+        self._closed = False
+
+    def _create(self, name: Optional[str], capacity: int, min_size: int) -> Any:
+        import secrets
+        out = ffi.new("shared_t **")
+        for _ in range(100):
+            want = name if name is not None else "abuddy_" + secrets.token_hex(6)
+            seg = _segment_name(want)
+            status = lib.shared_create(seg.encode(), capacity, min_size, out)
+            if status == lib.SHARED_EEXIST and name is None:
+                continue  # a fresh name was taken: draw another
+            break
+        if status == lib.SHARED_EEXIST:
+            raise FileExistsError(17, "File exists", want)
+        if status == lib.SHARED_ESYS:
+            raise _shared_os_error(want)
+        if status == lib.BUDDY_ENOMEM:
+            raise MemoryError("cannot allocate the shared allocator's handle")
+        if status != lib.BUDDY_OK:
+            raise ValueError(
+                f"cannot make a shared arena of {capacity} bytes in blocks of "
+                f"at least {min_size}"
+            )
+        self._name = want.lstrip("/")
+        if os.name == "posix":  # the creator's resource tracker unlinks a leak
+            from multiprocessing import resource_tracker
+            resource_tracker.register(seg, "shared_memory")
+            self._tracker_pid = os.getpid()
+        return out[0]
+
+    def _attach(self, name: str) -> Any:
+        out = ffi.new("shared_t **")
+        why = ffi.new("char[]", 256)
+        status = lib.shared_attach(_segment_name(name).encode(), out, why, 256)
+        if status == lib.SHARED_ENOENT:
+            raise FileNotFoundError(2, "No such file or directory", name)
+        if status == lib.SHARED_ESYS:
+            raise _shared_os_error(name)
+        if status == lib.SHARED_ENOTOURS:
+            raise ValueError(
+                f"cannot attach to shared memory {name!r}: "
+                + ffi.string(why).decode(errors="replace")
+            )
+        if status != lib.BUDDY_OK:
+            raise MemoryError("cannot allocate the shared allocator's handle")
+        self._name = name.lstrip("/")
+        return out[0]
+
+    # ---- naming and life cycle ------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The segment's name (what ``SharedBuddyAllocator(name)`` attaches to)."""
+        return self._name or ""
+
+    @property
+    def segment_bytes(self) -> int:
+        """The whole segment: arena, metadata, records and header."""
+        return int(lib.shared_segment_bytes(self._h)) if self._h != ffi.NULL else 0
+
+    @property
+    def records_bytes(self) -> int:
+        """The requested-size records in the segment: N (1 + w) bytes, N =
+        capacity / min_size, w = ceil((log2(min_size) + 1) / 8)."""
+        return int(lib.shared_records_bytes(self._h)) if self._h != ffi.NULL else 0
+
+    def close(self) -> None:
+        """Detach this process: later operations raise :class:`ValueError`;
+        the statistics stay readable, frozen.  Views stay valid (the mapping
+        goes once this object and the last view are gone).  Other processes
+        are unaffected.  Idempotent."""
+        if self._closed:
+            return
+        frozen = ffi.new("buddy_stats_t *")
+        if lib.shared_is_corrupt(self._h, ffi.NULL, 0) or lib.shared_snapshot(self._h, frozen):
+            ffi.memmove(frozen, self._live_st, ffi.sizeof("buddy_stats_t"))
+        self._frozen = frozen
+        self._frozen_largest = int(lib.buddy_largest_free(self._core))
+        self._closed = True
+        lib.shared_detach(self._h)
+        self._mv = None
+        self._arena = None
+        self._zero = {}
+
+    def unlink(self) -> None:
+        """Remove the segment's name (as ``SharedMemory.unlink``): no process
+        can attach any more; the memory goes once every attached process has
+        closed.  Call it once, from any one process (best the creator: as
+        with SharedMemory, the creator's resource tracker unlinks a segment
+        its creator did not, at exit, with a warning).  FileNotFoundError if
+        the name is already gone."""
+        seg = _segment_name(self.name)
+        err = int(lib.shared_unlink(seg.encode()))
+        if self._tracker_pid == os.getpid():  # not in a forked copy: it
+            from multiprocessing import resource_tracker  # registered nothing
+
+            resource_tracker.unregister(seg, "shared_memory")
+            self._tracker_pid = 0
+        if err:
+            raise FileNotFoundError(err, os.strerror(err), self.name)
+
+    def __reduce__(self) -> Any:
+        # As SharedMemory: the name travels, the receiver attaches.
+        return (type(self), (self.name,))
+
+    def __repr__(self) -> str:
+        if self._corrupt() is not None and not self._closed:
+            return f"<{type(self).__name__} name={self.name!r} corrupt>"
+        return super().__repr__().replace(
+            f"<{type(self).__name__} ", f"<{type(self).__name__} name={self.name!r} ", 1)
+
+    # ---- state ----------------------------------------------------------
+
+    def _corrupt(self) -> Optional[RuntimeError]:
+        """The error every call raises once the segment is marked corrupt."""
+        why = ffi.new("char[]", 256)
+        if self._h == ffi.NULL or not lib.shared_is_corrupt(self._h, why, 256):
+            return None
+        return RuntimeError(
+            f"shared allocator {self.name!r} is unusable: "
+            + ffi.string(why).decode(errors="replace")
+        )
+
+    def _error(self, status: int, what: str) -> Exception:
+        """The exception for a refused status (corrupt and closed first)."""
+        if status == _SHARED_ECORRUPT or status == _SHARED_CORRUPT:
+            return self._corrupt() or RuntimeError(f"{what}: the shared state is corrupt")
+        if status == lib.SHARED_ELOCK:
+            return RuntimeError(f"{what}: the segment's mutex failed")
+        if self._closed or status == lib.BUDDY_ECLOSED:
+            return ValueError(f"{what}: the allocator is closed")
+        return _status_error(status, what)
+
+    @property
+    def _st(self) -> Any:
+        """The statistics: the segment's own while attached (read without
+        the lock, each field on its own), frozen at close."""
+        if self._closed:
+            return self._frozen
+        if self._live_st is not None and lib.shared_is_corrupt(self._h, ffi.NULL, 0):
+            raise cast(RuntimeError, self._corrupt())
+        return self._live_st
+
+    @_st.setter
+    def _st(self, value: Any) -> None:
+        raise AttributeError("a shared allocator's statistics live in its segment")
+
+    @property
+    def largest_free(self) -> int:
+        """The largest ``size`` that :meth:`alloc` would satisfy now."""
+        if self._closed:
+            return self._frozen_largest
+        if self._st is None:
+            return 0
+        return int(lib.buddy_largest_free(self._core))
+
+    def _c_block_at(self, off: int, out: Any) -> int:
+        status = int(lib.shared_block_at(self._h, off, out, out + 1, out + 2))
+        if status in (_SHARED_ECORRUPT, lib.SHARED_ELOCK):
+            raise self._error(status, "blocks()")
+        return status
+
+    def _c_map(self, cells: int, arrays: Any) -> int:
+        status = int(lib.shared_map(self._h, cells, arrays, arrays + cells, arrays + 2 * cells))
+        if status in (_SHARED_ECORRUPT, lib.SHARED_ELOCK):
+            raise self._error(status, "render()")
+        return status
+
+    def _snapshot(self) -> Any:
+        """All the counters at one instant: under the segment's lock while
+        attached, the figures frozen at close after."""
+        s = ffi.new("buddy_stats_t *")
+        if self._closed:
+            ffi.memmove(s, self._frozen, ffi.sizeof("buddy_stats_t"))
+            return s
+        status = int(lib.shared_snapshot(self._h, s))
+        if status:
+            raise self._error(status, "stats()")
+        return s
+
+    def reset_peaks(self) -> None:
+        """Set the three peaks to the current figures (for every process)."""
+        status = int(lib.shared_reset_peaks(self._h))
+        if status:
+            raise self._error(status, "reset_peaks()")
+
+    def check(self) -> None:
+        """Walk the core's metadata and the requested-size records under the
+        lock; raise :class:`RuntimeError` naming the first inconsistency
+        (or why the segment is marked corrupt).  Never changes anything.
+        After :meth:`close` there is nothing to check (as BuddyAllocator)."""
+        if self._closed:
+            return
+        msg = ffi.new("char[]", 256)
+        status = int(lib.shared_check(self._h, msg, 256))
+        if status == lib.BUDDY_ECORRUPT:
+            raise RuntimeError("allocator invariant broken: " + ffi.string(msg).decode())
+        if status:
+            raise self._error(status, "check()")
+
+    def recovery_counts(self) -> Dict[str, int]:
+        """How often a process found the lock's holder dead (``owner_deaths``)
+        and what it concluded: state ``sound`` as it was, ``repaired`` from
+        the records, or marked ``corrupt`` -- or ``interrupted``: the
+        recovering process died too, and the next locker decided again
+        (so, until the segment is corrupt, owner_deaths = sound + repaired
+        + corrupt + interrupted); and how often this process had to wait
+        for the lock (``waits``)."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        keys = ("owner_deaths", "sound", "repaired", "corrupt", "waits", "interrupted")
+        return {k: int(lib.shared_counter(self._h, i)) for i, k in enumerate(keys)}
+
+    def _debug_flip(self, which: int, order: int, index: int) -> None:
+        """Testing aid: flip one metadata bit (as BuddyAllocator's)."""
+        status = int(lib.shared_debug_flip(self._h, which, order, index))
+        if status:
+            raise ValueError("no such metadata bit")
+
+    def _debug_set_tag(self, index: int, tag: int) -> None:
+        """Testing aid: overwrite the record tag of minimum block ``index``."""
+        if lib.shared_debug_set_tag(self._h, index, tag):
+            raise ValueError("no such record")
+
+    def _debug_hold_lock(self) -> None:
+        """Testing aid: take the segment's lock and return holding it (to
+        die holding it, or to make other processes wait)."""
+        status = int(lib.shared_debug_lock(self._h))
+        if status:
+            raise self._error(status, "_debug_hold_lock()")
+
+    def _debug_release_lock(self) -> None:
+        """Testing aid: give back the lock :meth:`_debug_hold_lock` took."""
+        if lib.shared_debug_unlock(self._h):
+            raise RuntimeError("the lock was not held by this thread")
+
+    def _debug_fail_next_table_growth(self) -> None:
+        raise ValueError("a shared allocator's records are fixed: nothing grows")
+
+    # ---- blocks (BuddyAllocator's, over the shared layer) ---------------
+
+    def alloc(self, size: int, align: Optional[int] = None) -> memoryview:
+        """As :meth:`BuddyAllocator.alloc`; the block is in the shared arena
+        (its :meth:`offset_of` means the same in every process)."""
+        mv = self._mv
+        if type(size) is int and 0 < size <= _U64_MAX and align is None:
+            off = _c_shared_alloc(self._h, size)
+            if off >= 0:
+                return mv[off : off + size]  # type: ignore[index]
+            mv = None  # the traceback keeps this frame: it must not pin the arena
+            raise self._refusal(size, off)
+        mv = None
+        return self._alloc_other(size, align, True)  # type: ignore[return-value]
+
+    def try_alloc(self, size: int, align: Optional[int] = None) -> Optional[memoryview]:
+        """As :meth:`alloc`, but ``None`` when no block fits."""
+        mv = self._mv
+        if type(size) is int and 0 < size <= _U64_MAX and align is None:
+            off = _c_shared_alloc(self._h, size)
+            if off >= 0:
+                return mv[off : off + size]  # type: ignore[index]
+            if off == _REFUSED and not self._closed:
+                return None
+            mv = None
+            raise self._refusal(size, off)
+        mv = None
+        return self._alloc_other(size, align, False)
+
+    def _alloc_other(self, size: object, align: object, strict: bool) -> Optional[memoryview]:
+        n = _as_size(size)
+        a = _as_align(align)
+        mv, h = self._mv, self._h
+        with self._zero_lock if n == 0 else _NO_LOCK:
+            if a == 1:
+                off = int(_c_shared_alloc(h, min(n, _U64_MAX)))
+            else:
+                off = self._alloc_aligned(n, a)
+            if off < 0:
+                mv = None
+                if not strict and off == _REFUSED and not self._closed:
+                    return None
+                raise self._refusal(n, off, align=a)
+            view: memoryview = mv[off : off + n]  # type: ignore[index]
+            if n == 0:
+                self._zero[off] = view
+        return view
+
+    def _alloc_aligned(self, n: int, align: int) -> int:
+        """A block at an offset that is a multiple of ``align`` (the arena is
+        page aligned in every mapping, so that is absolute up to 4096)."""
+        if align > _SHARED_ALIGN:
+            raise ValueError(
+                f"align={align}: a shared arena guarantees absolute alignment "
+                f"up to {_SHARED_ALIGN} bytes in every process's mapping"
+            )
+        return int(lib.shared_alloc_aligned(self._h, min(n, _U64_MAX), align))
+
+    def alloc_many(self, size: int, count: int) -> List[memoryview]:
+        """As :meth:`BuddyAllocator.alloc_many` (all or nothing, one lock)."""
+        n = _as_size(size)
+        c = _as_size(count, "count")
+        mv, h = self._mv, self._h
+        fits = c <= self._capacity // max(self._min_size, 1)
+        # more blocks than the arena has: the core refuses (and counts) them
+        out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
+        with self._zero_lock if n == 0 else _NO_LOCK:
+            status = int(lib.shared_alloc_many(h, min(n, _U64_MAX), c, out))
+            if status:
+                mv = None
+                raise self._refusal(n, status, count=c)
+            offsets = ffi.unpack(out, c) if c else []
+            views = [mv[o : o + n] for o in offsets]  # type: ignore[index]
+            if n == 0:
+                self._zero.update(zip(offsets, views))
+        return views
+
+    def _refusal(self, size: int, code: int, count: int = 1, align: int = 1) -> Exception:
+        if code == _SHARED_CORRUPT:
+            return self._error(_SHARED_ECORRUPT, "alloc()")
+        if code == lib.SHARED_INVALID:
+            return ValueError(f"align={align} is not usable")
+        return super()._refusal(size, code, count, align)
+
+    def free(self, block: BufferLike) -> None:
+        """As :meth:`BuddyAllocator.free`; the block may have been allocated
+        by any attached process (a view of it in this process's mapping)."""
+        status = _c_shared_free(self._h, id(block))
+        if status:
+            self._free_other(block, status, "free()")
+
+    def free_many(self, blocks: Iterable[BufferLike]) -> None:
+        """As :meth:`BuddyAllocator.free_many`."""
+        items = blocks if type(blocks) is list else list(blocks)
+        index = ffi.new("uint64_t *")
+        while True:
+            status = lib.shared_seam_free_many(self._h, id(items), index)
+            if not status:
+                return
+            i = int(index[0])
+            self._free_other(items[i], status, f"free_many(): block {i}")
+            index[0] = i + 1
+
+    def _free_other(self, block: object, status: int, what: str) -> None:
+        if status == lib.SEAM_NO_POOL:
+            raise _never_created(self)
+        if status == lib.SEAM_EMPTY:
+            self._free_zero(block, what)
+            return
+        ptr = self._export(block, what)  # raises for a non-buffer
+        try:
+            if status == lib.SEAM_NOT_A_BUFFER:
+                status = lib.shared_free(self._h, ptr, len(ptr))
+                if not status:
+                    return
+            if status in (_SHARED_ECORRUPT, lib.SHARED_ELOCK, lib.BUDDY_ECLOSED):
+                error = self._error(status, what)
+            else:
+                error = self._located(status, what, ptr)
+        finally:
+            ffi.release(ptr)
+        raise error
+
+    def _free_locked(self, off: int, what: str) -> None:
+        status = lib.shared_free_at(self._h, min(off, _U64_MAX))
+        if status:
+            raise self._error(status, f"{what} at offset {off}")
+        self._zero.pop(off, None)
+
+    def _find(self, block: object, what: str) -> Tuple[int, int]:
+        ptr = self._export(block, what)
+        try:
+            if len(ptr) == 0:
+                with self._zero_lock:
+                    off = self._zero_offset(block)
+                if off is not None:
+                    return off, 0
+                error: Exception = ValueError(
+                    f"{what}: an empty buffer is not a block: only the "
+                    "view that alloc(0) returned is a zero-size block's view"
+                )
+                raise error
+            out = ffi.new("uint64_t *")
+            status = lib.shared_locate(self._h, ptr, len(ptr), out)
+            if not status:
+                return int(out[0]), len(ptr)
+            if status in (_SHARED_ECORRUPT, lib.SHARED_ELOCK, lib.BUDDY_ECLOSED):
+                error = self._error(status, what)
+            else:
+                error = self._located(status, what, ptr)
+        finally:
+            ffi.release(ptr)
+        raise error
+
+    def realloc(self, block: BufferLike, new_size: int) -> memoryview:
+        """As :meth:`BuddyAllocator.realloc`."""
+        n = _as_size(new_size, "new_size")
+        off, old = self._find(block, "realloc()")
+        mv, h = self._mv, self._h
+        with self._zero_lock if old == 0 or n == 0 else _NO_LOCK:
+            status = lib.shared_resize(h, off, min(n, _U64_MAX))
+            if not status:
+                view: memoryview = mv[off : off + n]  # type: ignore[index]
+                self._zero.pop(off, None)
+                if n == 0:
+                    self._zero[off] = view
+                return view
+        if status != lib.BUDDY_ENOMEM:
+            mv = None
+            raise self._error(status, f"realloc() at offset {off}")
+        moved = self.alloc(n)
+        keep = min(old, n)
+        if keep:
+            moved[:keep] = mv[off : off + keep]  # type: ignore[index]
+        mv = None
+        with self._zero_lock:
+            self._free_locked(off, "realloc()")
+        return moved
+
+    def _live_block(self, offset: object, what: str) -> Tuple[int, int]:
+        off = _as_size(offset, "offset")
+        out = ffi.new("uint64_t[3]")
+        status = lib.shared_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
+        if status == lib.BUDDY_OK and out[0] != off:
+            status = lib.BUDDY_EINTERIOR
+        if status:
+            raise self._error(status, f"{what} at offset {off}")
+        return off, int(out[2])

@@ -226,7 +226,8 @@ def plan(ws: List[Workload]) -> List[Tuple[Workload, str, List[str]]]:
                 if p != "numpy.empty" or importlib.util.find_spec("numpy")]
     jobs = []
     for w in ws:
-        sides = ["ours"] + (py_peers if w.level == "python" else list(C_PEERS))
+        sides = ["ours"] + (list(w.peers) if w.peers else
+                            py_peers if w.level == "python" else list(C_PEERS))
         for variant in (list(w.variants) or [""]):
             jobs.append((w, variant, sides))
     return jobs

@@ -122,6 +122,73 @@ def run_pair(side: str, p: Dict[str, Any]) -> Run:
     return one, extra
 
 
+# ---- shared-pair ---------------------------------------------------------------
+
+
+def _shared_creator(p: Dict[str, Any], names: Any, attached: Any, stop: Any) -> None:
+    """The first process: makes the segment, hands over its name, removes the
+    name once the timing process has attached (so nothing can leak), then
+    idles until told to stop or its parent is gone (the runner may kill the
+    timing process before its atexit handlers run)."""
+    import os
+
+    import alloc
+
+    parent = os.getppid()
+    a = alloc.SharedBuddyAllocator(create=True, size=p["arena"], min_size=p["min_size"])
+    try:
+        names.put(a.name)
+        attached.wait(60)
+    finally:
+        a.unlink()
+    while not stop.wait(0.5) and os.getppid() == parent:
+        pass
+    a.close()
+
+
+def run_shared_pair(side: str, p: Dict[str, Any]) -> Run:
+    """pair-64 on a SharedBuddyAllocator that another (idle) process made
+    and this one attached to ("ours"), or on a private BuddyAllocator
+    ("private"), the same loop."""
+    import alloc
+
+    n, extra = p["size"], {}
+    if side == "ours":
+        import atexit
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        names, attached, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+        creator = ctx.Process(target=_shared_creator, args=(p, names, attached, stop),
+                              daemon=True)
+        creator.start()
+        a = alloc.SharedBuddyAllocator(names.get(timeout=60))
+        attached.set()
+
+        def finish() -> None:
+            a.close()
+            stop.set()
+            creator.join(30)
+
+        atexit.register(finish)
+        extra["segment_bytes"] = a.segment_bytes
+    else:
+        a = _allocator({"capacity": p["arena"], "min_size": p["min_size"]})
+    new, free = a.alloc, a.free
+    extra["metadata_bytes"] = a.stats()["metadata_bytes"]
+
+    def loop(count: int) -> None:
+        for _ in itertools.repeat(None, count):
+            v = new(n)
+            free(v)
+
+    def one(r: int) -> Tuple[Dict[str, float], int]:
+        count = length(r, p["count"])
+        return {"": timed(lambda: loop(count))[0] / count}, 0
+
+    return one, extra
+
+
 # ---- churn-py ----------------------------------------------------------------
 
 
@@ -324,4 +391,5 @@ def run_batch(side: str, p: Dict[str, Any]) -> Run:
     return one, extra
 
 
-RUNNERS = {"pair": run_pair, "churn": run_churn, "fill": run_fill, "batch": run_batch}
+RUNNERS = {"pair": run_pair, "churn": run_churn, "fill": run_fill, "batch": run_batch,
+           "shared_pair": run_shared_pair}

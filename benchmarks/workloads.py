@@ -38,6 +38,7 @@ class Workload:
     runs: int = 7  # timed runs, after one warm-up run
     quick_keys: Tuple[str, ...] = ("steps", "count")  # what --quick divides
     needs: Tuple[str, ...] = ()  # BuddyAllocator methods the workload calls
+    peers: Tuple[str, ...] = ()  # its own peers instead of PY_PEERS / C_PEERS
 
     def runs_for(self, quick: bool) -> int:
         return max(2, self.runs // 3) if quick else self.runs
@@ -78,6 +79,9 @@ def _build() -> Dict[str, Workload]:
                  {"capacity": 64 * MiB, "min_size": 64, "size": 64, "count": 1024,
                   "batches": 100}, runs=9, quick_keys=("batches",),
                  needs=("alloc_many", "free_many")),
+        Workload("shared-pair", "python", "shared_pair", "pair",
+                 {"size": 64, "count": 100_000, "arena": PAIR_ARENA, "min_size": 16},
+                 runs=9, peers=("private",)),
         Workload("fill64-shuf", "c", "fill", "op",
                  {"capacity": 64 * MiB, "min_size": 64, "size": 64,
                   "seed": SEED}, parts=("alloc", "free")),

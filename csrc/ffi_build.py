@@ -3,8 +3,9 @@
 setup.py names it in ``cffi_modules``.  The module compiles the C core
 (``buddy.c``), the binding's pool layer over it (``pool.c``: free by buffer
 address, exact sizes), the entry points that take a Python object's buffer
-in C (``seam.c``) and the C benchmark driver (``bench.c``) into one
-extension.
+in C (``seam.c``), the C benchmark driver (``bench.c``) and the shared-memory
+allocator (``shared.c``, and ``shared_py.c`` for its GIL and buffer entry
+points) into one extension.
 
 Every call into this module keeps the GIL: the preamble redefines the macros
 that cffi's generated wrappers use to release and re-take it (and to save and
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import sysconfig
 
 from cffi import FFI
@@ -59,7 +61,8 @@ VERSION = re.search(
 ).group(1)
 
 CDEF = "\n".join(
-    _cdef_from_header(_read(h)) for h in ("buddy.h", "pool.h", "seam.h", "bench.h")
+    _cdef_from_header(_read(h))
+    for h in ("buddy.h", "pool.h", "seam.h", "bench.h", "shared.h", "shared_py.h")
 )
 # The one-argument entry points of csrc/seam.h: a pair per slot.
 SEAM_SLOTS = int(re.search(r"#define SEAM_SLOTS (\d+)", _read("seam.h")).group(1))
@@ -81,6 +84,8 @@ PREAMBLE = """
 #include "pool.h"
 #include "seam.h"
 #include "bench.h"
+#include "shared.h"
+#include "shared_py.h"
 #include <string.h>
 
 /* Keep the GIL across every call (see csrc/ffi_build.py). */
@@ -99,7 +104,8 @@ static int alloc_gil_held(void) { return PyGILState_Check(); }
 static const char *alloc_build_version(void) { return "%s"; }
 """ % VERSION + SEAM_ENTRIES
 
-SOURCES = ["csrc/buddy.c", "csrc/pool.c", "csrc/seam.c", "csrc/bench.c"]
+SOURCES = ["csrc/buddy.c", "csrc/pool.c", "csrc/seam.c", "csrc/bench.c",
+           "csrc/shared.c", "csrc/shared_py.c"]
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
@@ -109,6 +115,8 @@ ffibuilder.set_source(
     sources=SOURCES,
     include_dirs=["csrc"],
     define_macros=[("BUDDY_LOCKED", "1")] if FREE_THREADED else [],
+    # shm_open lives in librt before glibc 2.34; pthread for the robust mutex.
+    libraries=["rt", "pthread"] if sys.platform.startswith("linux") else [],
     # The limited API makes every call 2-4x dearer (a one-argument call:
     # ~150 ns vs ~40 ns here), and free-threaded builds have none.
     py_limited_api=False,

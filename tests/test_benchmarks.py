@@ -26,7 +26,7 @@ if ROOT not in sys.path:  # benchmarks/ is not installed; last, it shadows nothi
 ALL_WORKLOADS = [
     *(f"pair-{n}" for n in (64, 1024, 4096, 65536, 1048576)),
     *(f"pair-{n}-touched" for n in (64, 1024, 4096, 65536, 1048576)),
-    "churn-py", "seed-zipf", "fill-64", "batch-64",
+    "churn-py", "seed-zipf", "fill-64", "batch-64", "shared-pair",
     "fill64-shuf", "churn", "churn-dense", "churn-75pct", "pair64-empty",
     "fillrand", "scale",
 ]
@@ -587,3 +587,12 @@ def test_realloc_trace_counts_every_step():
     z = dict(REGISTRY["seed-zipf"].params_for(quick=True), count=500)
     tally = zipf(z)
     assert sum(tally.values()) == 500
+
+
+def test_sharedpair_script_reports_both_sides_and_the_ratio():
+    out = subprocess.run([sys.executable, "-m", "benchmarks.sharedpair", "--runs", "2",
+                          "--count", "2000"], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert "private BuddyAllocator:" in out and "SharedBuddyAllocator (attached):" in out
+    ratio = float(re.search(r"median paired ratio ([0-9.]+)", out).group(1))
+    assert positive(ratio)

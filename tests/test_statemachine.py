@@ -81,7 +81,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         kind, n, m = cfg
         if kind == "int":
             self.arena = None
-            self.a = BuddyAllocator(n, min_size=m, guard=self.guard)
+            self.a = self.make_int_arena(n, m)
             capacity = -(-n // m) * m
         else:
             # garbage in the arena before use (o1heap's habit)
@@ -114,6 +114,10 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.blocks = {}  # offset -> (view, tag)
         self.dead = []  # (view, offset, size) of freed blocks
         self.next_tag = 1
+
+    def make_int_arena(self, n, m):
+        """The allocator of an "int" config (a subclass tests another kind)."""
+        return BuddyAllocator(n, min_size=m, guard=self.guard)
 
     def teardown(self):
         self.a.close()
