@@ -784,6 +784,9 @@ class BuddyAllocator(_Pool):
             if status:
                 mv = None  # a traceback must not pin the arena
                 raise self._refusal(n, status, count=c)
+            views: List[memoryview] = []
+            if n and lib.seam_slices(id(mv), n, out, c, id(views)) == 0:
+                return views  # sliced in C (csrc/seam.h says what it buys)
             offsets = ffi.unpack(out, c) if c else []
             views = [mv[o : o + n] for o in offsets]  # type: ignore[index]
             if n == 0:
@@ -1640,6 +1643,9 @@ class SharedBuddyAllocator(BuddyAllocator):
             if status:
                 mv = None
                 raise self._refusal(n, status, count=c)
+            views: List[memoryview] = []
+            if n and lib.seam_slices(id(mv), n, out, c, id(views)) == 0:
+                return views  # sliced in C (csrc/seam.h says what it buys)
             offsets = ffi.unpack(out, c) if c else []
             views = [mv[o : o + n] for o in offsets]  # type: ignore[index]
             if n == 0:

@@ -80,6 +80,23 @@ int seam_free_many(alloc_pool_t *p, uintptr_t list, uint64_t *index)
     return BUDDY_OK;
 }
 
+int seam_slices(uintptr_t view, uint64_t size, const uint64_t *offsets,
+                uint64_t count, uintptr_t list)
+{
+    PyObject *mv = (PyObject *)view, *out = (PyObject *)list;
+    for (uint64_t i = 0; i < count; i++) {
+        Py_ssize_t start = (Py_ssize_t)offsets[i];
+        PyObject *slice = PySequence_GetSlice(mv, start, start + (Py_ssize_t)size);
+        if (slice == NULL || PyList_Append(out, slice) != 0) {
+            Py_XDECREF(slice);
+            PyErr_Clear();
+            return -1;
+        }
+        Py_DECREF(slice);
+    }
+    return 0;
+}
+
 /* ---- slots ---------------------------------------------------------------- */
 
 int seam_bind(alloc_pool_t *p)

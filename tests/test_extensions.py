@@ -428,3 +428,32 @@ def test_a_lookup_of_free_memory_says_it_is_free_not_double_free(kind):
         look(256)
     assert "free" in str(e.value) and "double" not in str(e.value)
     assert "256" in str(e.value)
+
+
+def test_alloc_many_falls_back_to_python_slicing(pool, monkeypatch):
+    """alloc_many makes its views in C (seam_slices); if that fails half
+    way (no memory), the views are made in Python: the same blocks."""
+    import alloc._allocator as mod
+
+    real = mod.lib
+
+    class HalfFails:
+        def __getattr__(self, name):
+            if name != "seam_slices":
+                return getattr(real, name)
+
+            def seam_slices(view, size, offsets, count, out):
+                real.seam_slices(view, size, offsets, count // 2, out)
+                return -1
+
+            return seam_slices
+
+    monkeypatch.setattr(mod, "lib", HalfFails())
+    views = pool.alloc_many(100, 6)
+    monkeypatch.undo()
+    assert len(views) == 6 and all(len(v) == 100 for v in views)
+    offsets = [pool.offset_of(v) for v in views]
+    assert len(set(offsets)) == 6 and len(pool) == 6
+    pool.free_many(views)
+    assert len(pool) == 0
+    pool.check()
