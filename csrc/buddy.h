@@ -38,15 +38,19 @@
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes, where
  * D = ceil(log64 N) <= 11.  buddy_metadata_bytes() reports the exact figure;
- * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,568 bytes.
+ * a 64 MiB arena of 64-byte blocks (N = 2^20) needs 400,928 bytes.
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
- * use find-first-set instructions; nothing is ever scanned.  A summary word
- * is only touched when the word below it changes between zero and non-zero,
- * so the usual cost is a few words per level split or merged.  The most
- * recent split is kept pending (only the counters record it) until an
- * operation needs its bits: an alloc followed by the free of that block
- * costs O(L) counter updates and O(D) bitmap words instead of 2 L (D + 2),
+ * use find-first-set instructions; nothing is ever scanned.  Clearing a
+ * bit changes a summary word only when the word below it becomes zero;
+ * setting one sets its summary bit at every level (D + 1 words), and
+ * taking the lowest free bit writes every level of its path back: no
+ * data-dependent branch (they mispredicted), and the summary words are few
+ * and hot.  So the usual cost is a few words per level split or merged.  The most recent split is kept
+ * pending (only the counters record it) until an operation needs its bits:
+ * an alloc followed by the free of that block costs O(L) counter updates
+ * (L + 1 per operation: on an empty 64 MiB / 64 B arena, a pair is ~353
+ * instructions, callgrind) and O(D) bitmap words instead of 2 L (D + 2),
  * and whichever operation writes it out pays at most L (D + 1) words more,
  * once (hence the factor 2).  Statistics, placement and statuses are
  * exactly those of eager splitting.
@@ -100,7 +104,7 @@ extern "C" {
 #define BUDDY_MAX_ORDER 62
 /* The layout of the metadata region; buddy_attach_at refuses any other.
  * Raised whenever the region's layout changes. */
-#define BUDDY_LAYOUT_VERSION 1
+#define BUDDY_LAYOUT_VERSION 2
 
 /* Every fallible function returns one of these.  buddy_strerror() has a
  * sentence for each. */

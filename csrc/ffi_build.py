@@ -64,6 +64,14 @@ CDEF = "\n".join(
     _cdef_from_header(_read(h))
     for h in ("buddy.h", "pool.h", "seam.h", "bench.h", "shared.h", "shared_py.h")
 )
+# The one-argument entry points of csrc/seam.h: a pair per slot.
+SEAM_SLOTS = int(re.search(r"#define SEAM_SLOTS (\d+)", _read("seam.h")).group(1))
+SEAM_ENTRIES = "".join(
+    f"int64_t seam_alloc_{k}(uint64_t size);\nint seam_free_{k}(uintptr_t obj);\n"
+    f"int seam_free_at_{k}(uint64_t off);\n"
+    for k in range(SEAM_SLOTS)
+)
+CDEF += SEAM_ENTRIES
 CDEF += """
 /* binding helpers, defined in the preamble below */
 int alloc_gil_held(void);
@@ -94,7 +102,7 @@ PREAMBLE = """
 static int alloc_gil_held(void) { return PyGILState_Check(); }
 
 static const char *alloc_build_version(void) { return "%s"; }
-""" % VERSION
+""" % VERSION + SEAM_ENTRIES
 
 SOURCES = ["csrc/buddy.c", "csrc/pool.c", "csrc/seam.c", "csrc/bench.c",
            "csrc/shared.c", "csrc/shared_py.c"]

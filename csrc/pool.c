@@ -34,7 +34,7 @@ struct alloc_pool {
     uintptr_t base;
     uint64_t capacity;
     slot_t *slots;  /* 2^bits of them, at most half in use */
-    uint64_t count; /* slots in use = live blocks */
+    uint64_t count; /* slots in use = live blocks that are not exact fits */
     unsigned bits;
     unsigned shift; /* log2(min_size) */
     int fail_growth; /* pool_debug_fail_growth(): the next growth fails */
@@ -47,6 +47,18 @@ struct alloc_pool {
 };
 
 /* ---- table_ ------------------------------------------------------------- */
+
+/* 1 if a request of `size` bytes fills its block exactly (a power of two,
+ * at least min_size): such a block gets no slot, since its block size,
+ * which the core knows, is its requested size.  (A block larger than its
+ * size needs, from pool_alloc_aligned, keeps a slot whatever its size.) */
+static inline int exact_fit(const alloc_pool_t *p, uint64_t size)
+{
+    return (size >> p->shift) != 0 && (size & (size - 1)) == 0;
+}
+
+/* What a slot index is for a live block that has no slot (an exact fit). */
+#define NO_SLOT UINT64_MAX
 
 static inline uint64_t table_home(const alloc_pool_t *p, uint64_t key)
 {
@@ -96,8 +108,8 @@ static int table_reserve(alloc_pool_t *p, uint64_t n)
     return 0;
 }
 
-/* The size the live block at `off` was requested with (a live block always
- * has a slot; `block`, its block size, stands in should it not). */
+/* The size the live block at `off` was requested with: its slot's, or
+ * `block`, its block size, for an exact fit (which has no slot). */
 static uint64_t table_requested(const alloc_pool_t *p, uint64_t off,
                                 uint64_t block)
 {
@@ -106,9 +118,12 @@ static uint64_t table_requested(const alloc_pool_t *p, uint64_t off,
 }
 
 /* The align the block in slot i was allocated with, as buddy_free_aligned
- * wants it: 0 for a block of its size's own order, else its block size. */
+ * wants it: 0 for a block of its size's own order (always for NO_SLOT),
+ * else its block size. */
 static uint64_t table_align(const alloc_pool_t *p, uint64_t i)
 {
+    if (i == NO_SLOT)
+        return 0;
     unsigned delta = (unsigned)(p->slots[i].key >> KEY_BITS);
     if (delta == 0)
         return 0;
@@ -117,7 +132,7 @@ static uint64_t table_align(const alloc_pool_t *p, uint64_t i)
     return m << (k + delta);
 }
 
-/* The block size of the live block in slot i. */
+/* The block size of the live block in slot i (not NO_SLOT). */
 static uint64_t table_block(const alloc_pool_t *p, uint64_t i)
 {
     uint64_t align = table_align(p, i);
@@ -255,6 +270,22 @@ static uint64_t guard_find_free(alloc_pool_t *p, uint64_t a, uint64_t b)
     return UINT64_MAX;
 }
 
+/* 1 if [a, b) lies within the capacity and wholly in free blocks (so a
+ * block growing in place over it would hand all of it out), else 0. */
+static int guard_range_free(alloc_pool_t *p, uint64_t a, uint64_t b)
+{
+    if (b > p->capacity)
+        return 0;
+    while (a < b) {
+        uint64_t start = 0, size = 0;
+        int is_free = 0;
+        if (buddy_block_at(p->core, a, &start, &size, &is_free) != BUDDY_OK || !is_free)
+            return 0;
+        a = start + size;
+    }
+    return 1;
+}
+
 /* Checks a block just allocated at `off` for `size` bytes with `align`:
  * 0 if it holds the pattern; otherwise takes the allocation back (it then
  * counts as an alloc and a free), restores the pattern, records where the
@@ -281,16 +312,17 @@ int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
     LOCK(p);
     int64_t off = POOL_REFUSED;
     if (p->slots != NULL) {
-        if (size > buddy_largest_free(p->core)) {
+        int exact = exact_fit(p, size); /* no slot to make room for */
+        if (!exact && size > buddy_largest_free(p->core)) {
             off = buddy_alloc(p->core, size); /* refused and counted there */
-        } else if (table_reserve(p, 1) != 0) {
+        } else if (!exact && table_reserve(p, 1) != 0) {
             buddy_count_refusal(p->core);
             off = POOL_NO_TABLE;
         } else {
             off = buddy_alloc(p->core, size);
             if (off >= 0 && p->guard && guard_refuse(p, (uint64_t)off, size, 0))
                 off = POOL_USE_AFTER_FREE;
-            if (off >= 0)
+            if (off >= 0 && !exact)
                 table_insert(p, (uint64_t)off, size, 0);
         }
     }
@@ -306,16 +338,20 @@ int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
     LOCK(p);
     int64_t status = POOL_REFUSED;
     if (p->slots != NULL) {
-        if (count > (p->capacity >> p->shift)) {
-            /* more blocks than the arena has: the core refuses (and
-             * counts it) before any table is grown for them */
+        const buddy_stats_t *st = buddy_stats(p->core);
+        uint64_t block = buddy_block_size(p->core, size);
+        int exact = exact_fit(p, size); /* no slots to make room for */
+        if (count > 0 && (block == 0 ||
+                          count > (st->capacity - st->bytes_in_blocks) / block)) {
+            /* more blocks than the free bytes could hold: the core refuses
+             * (and counts it) before any table is grown for them, and
+             * writes nothing to out (the binding may pass NULL) */
             buddy_alloc_many(p->core, size, count, out);
-        } else if (table_reserve(p, count) != 0) {
+        } else if (!exact && table_reserve(p, count) != 0) {
             buddy_count_refusal(p->core);
             status = POOL_NO_TABLE;
         } else if (buddy_alloc_many(p->core, size, count, out) == BUDDY_OK) {
             status = 0;
-            uint64_t block = buddy_block_size(p->core, size);
             for (uint64_t c = 0; p->guard && c < count && status == 0; c++) {
                 uint64_t bad = pool_guard_find(p, out[c], block, p->guard_byte);
                 if (bad != UINT64_MAX) { /* take the whole batch back */
@@ -327,7 +363,7 @@ int64_t pool_alloc_many(alloc_pool_t *p, uint64_t size, uint64_t count,
                     status = POOL_USE_AFTER_FREE;
                 }
             }
-            for (uint64_t c = 0; status == 0 && c < count; c++)
+            for (uint64_t c = 0; status == 0 && !exact && c < count; c++)
                 table_insert(p, out[c], size, 0);
         }
     }
@@ -342,8 +378,17 @@ int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
         return POOL_REFUSED;
     LOCK(p);
     int64_t off = POOL_REFUSED;
+    uint64_t need = !modulus && align > size ? align : size;
     if (p->slots != NULL) {
-        if (table_reserve(p, 1) != 0) {
+        if (need > buddy_largest_free(p->core) || (modulus && rem >= p->capacity)) {
+            /* no free block is that large (or no offset of the arena is
+             * congruent): refused (and counted) by the core before the
+             * size table grows for it, as in pool_alloc */
+            off = modulus ? buddy_alloc_congruent(p->core, size, modulus, rem)
+                          : buddy_alloc_aligned(p->core, size, align);
+            if (off == -2)
+                off = POOL_INVALID;
+        } else if (table_reserve(p, 1) != 0) {
             buddy_count_refusal(p->core);
             off = POOL_NO_TABLE;
         } else {
@@ -359,7 +404,8 @@ int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
                 uint64_t got = want > align ? want : align;
                 unsigned delta = modulus || got == want ? 0
                     : (unsigned)(__builtin_ctzll(got) - __builtin_ctzll(want));
-                table_insert(p, (uint64_t)off, size, delta);
+                if (delta != 0 || !exact_fit(p, size))
+                    table_insert(p, (uint64_t)off, size, delta);
             }
         }
     }
@@ -374,10 +420,13 @@ void pool_debug_fail_growth(alloc_pool_t *p)
     UNLOCK(p);
 }
 
-/* The slot of the live block that is exactly [ptr, ptr + len), or why not.
- * The caller holds the lock. */
-static buddy_status pool_find(const alloc_pool_t *p, const char *ptr,
-                              uint64_t len, uint64_t *slot)
+/* The live block that is exactly [ptr, ptr + len): its offset and its
+ * slot (NO_SLOT for an exact fit), or why not.  With `freeing` set, an
+ * exact fit is not confirmed here: the caller frees it at once, and the
+ * core's free checks the same and returns the same status.  The caller
+ * holds the lock. */
+static buddy_status pool_find(alloc_pool_t *p, const char *ptr, uint64_t len,
+                              int freeing, uint64_t *offset, uint64_t *slot)
 {
     if (p->slots == NULL)
         return BUDDY_ECLOSED;
@@ -385,19 +434,25 @@ static buddy_status pool_find(const alloc_pool_t *p, const char *ptr,
     if (addr < p->base || addr - p->base >= p->capacity)
         return BUDDY_ERANGE;
     uint64_t off = (uint64_t)(addr - p->base);
-    uint64_t i = 0;
-    int aligned = (off & (((uint64_t)1 << p->shift) - 1)) == 0;
-    if (aligned)
-        i = table_probe(p, (off >> p->shift) + 1);
-    if (!aligned || p->slots[i].key == 0) {
-        /* no live block starts here: let the core say what is here */
-        buddy_status why = buddy_probe(p->core, off, len);
-        return why == BUDDY_OK ? BUDDY_ECORRUPT : why;
+    *offset = off;
+    if (p->count != 0 && (off & (((uint64_t)1 << p->shift) - 1)) == 0) {
+        uint64_t i = table_probe(p, (off >> p->shift) + 1);
+        if (p->slots[i].key != 0) {
+            if (p->slots[i].size != len)
+                return BUDDY_ESIZE;
+            *slot = i;
+            return BUDDY_OK;
+        }
     }
-    if (p->slots[i].size != len)
-        return BUDDY_ESIZE;
-    *slot = i;
-    return BUDDY_OK;
+    /* No slot: an exact fit of len bytes, or no live block starts here
+     * (the core says what is here), or one of another size does. */
+    *slot = NO_SLOT;
+    if (freeing && exact_fit(p, len))
+        return BUDDY_OK;
+    buddy_status why = buddy_probe(p->core, off, len);
+    if (why == BUDDY_OK && !exact_fit(p, len))
+        why = BUDDY_ESIZE; /* an exact fit of len's block size lives here */
+    return why;
 }
 
 buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len)
@@ -405,14 +460,14 @@ buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len)
     if (p == NULL)
         return BUDDY_EINVAL;
     LOCK(p);
-    uint64_t i = 0;
-    buddy_status status = pool_find(p, ptr, len, &i);
+    uint64_t off = 0, i = NO_SLOT;
+    buddy_status status = pool_find(p, ptr, len, 1, &off, &i);
     if (status == BUDDY_OK) {
-        uint64_t off = (uint64_t)((uintptr_t)ptr - p->base);
-        uint64_t block = table_block(p, i);
+        uint64_t block = i == NO_SLOT ? len : table_block(p, i);
         status = buddy_free_aligned(p->core, off, len, table_align(p, i));
         if (status == BUDDY_OK) {
-            table_delete(p, i);
+            if (i != NO_SLOT)
+                table_delete(p, i);
             if (p->guard)
                 guard_fill(p, off, block);
         }
@@ -427,10 +482,10 @@ buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
     if (p == NULL)
         return BUDDY_EINVAL;
     LOCK(p);
-    uint64_t i = 0;
-    buddy_status status = pool_find(p, ptr, len, &i);
+    uint64_t off = 0, i = NO_SLOT;
+    buddy_status status = pool_find(p, ptr, len, 0, &off, &i);
     if (status == BUDDY_OK)
-        *offset = (uint64_t)((uintptr_t)ptr - p->base);
+        *offset = off;
     UNLOCK(p);
     return status;
 }
@@ -445,18 +500,30 @@ static buddy_status pool_why_not(alloc_pool_t *p, uint64_t offset)
         : status;
 }
 
-/* The slot of the live block starting at `offset`, or why there is none.
- * The caller holds the lock. */
-static buddy_status pool_slot_at(alloc_pool_t *p, uint64_t offset, uint64_t *slot)
+/* The live block starting at `offset`: its slot (NO_SLOT for an exact
+ * fit), block size and requested size; or why there is none.  The caller
+ * holds the lock. */
+static buddy_status pool_slot_at(alloc_pool_t *p, uint64_t offset, uint64_t *slot,
+                                 uint64_t *block, uint64_t *size)
 {
     if (p->slots == NULL)
         return BUDDY_ECLOSED;
     if (offset >= p->capacity || (offset & (((uint64_t)1 << p->shift) - 1)))
         return pool_why_not(p, offset);
     uint64_t i = table_probe(p, (offset >> p->shift) + 1);
-    if (p->slots[i].key == 0)
+    if (p->slots[i].key != 0) {
+        *slot = i;
+        *block = table_block(p, i);
+        *size = p->slots[i].size;
+        return BUDDY_OK;
+    }
+    uint64_t start = 0, bytes = 0;
+    int is_free = 1;
+    if (buddy_block_at(p->core, offset, &start, &bytes, &is_free) != BUDDY_OK ||
+        is_free || start != offset)
         return pool_why_not(p, offset);
-    *slot = i;
+    *slot = NO_SLOT; /* an exact fit */
+    *block = *size = bytes;
     return BUDDY_OK;
 }
 
@@ -465,14 +532,13 @@ buddy_status pool_free_at(alloc_pool_t *p, uint64_t offset)
     if (p == NULL)
         return BUDDY_EINVAL;
     LOCK(p);
-    uint64_t i = 0;
-    buddy_status status = pool_slot_at(p, offset, &i);
+    uint64_t i = NO_SLOT, block = 0, size = 0;
+    buddy_status status = pool_slot_at(p, offset, &i, &block, &size);
     if (status == BUDDY_OK) {
-        uint64_t block = table_block(p, i);
-        status = buddy_free_aligned(p->core, offset, p->slots[i].size,
-                                    table_align(p, i));
+        status = buddy_free_aligned(p->core, offset, size, table_align(p, i));
         if (status == BUDDY_OK) {
-            table_delete(p, i);
+            if (i != NO_SLOT)
+                table_delete(p, i);
             if (p->guard)
                 guard_fill(p, offset, block);
         }
@@ -538,13 +604,19 @@ buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
     if (p == NULL)
         return BUDDY_EINVAL;
     LOCK(p);
-    uint64_t i = 0;
-    buddy_status status = pool_slot_at(p, offset, &i);
+    uint64_t i = NO_SLOT, old_block = 0, size = 0;
+    buddy_status status = pool_slot_at(p, offset, &i, &old_block, &size);
+    if (status == BUDDY_OK && i == NO_SLOT && !exact_fit(p, new_size) &&
+        table_reserve(p, 1) != 0)
+        status = BUDDY_ENOMEM; /* it would need a slot: move it, or fail */
     if (status == BUDDY_OK) {
-        uint64_t old_block = table_block(p, i);
         uint64_t new_block = buddy_block_size(p->core, new_size);
-        if (p->guard && new_block > old_block) {
-            /* growing takes free buddies: their bytes must hold the pattern */
+        if (p->guard && new_block > old_block &&
+            (offset & (new_block - 1)) == 0 &&
+            guard_range_free(p, offset + old_block, offset + new_block)) {
+            /* growing in place takes the free buddies: their bytes must
+             * hold the pattern.  (A block that cannot grow in place moves,
+             * and the allocation it moves to checks its own bytes.) */
             uint64_t bad = guard_find_free(p, offset + old_block, offset + new_block);
             if (bad != UINT64_MAX) {
                 p->guard_bad = bad;
@@ -552,11 +624,16 @@ buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
                 return POOL_EUSE_AFTER_FREE;
             }
         }
-        status = buddy_resize(p->core, offset, p->slots[i].size,
-                              table_align(p, i), new_size);
+        status = buddy_resize(p->core, offset, size, table_align(p, i), new_size);
         if (status == BUDDY_OK) {
-            p->slots[i].key &= KEY_MASK; /* a plain block now */
-            p->slots[i].size = new_size;
+            if (i == NO_SLOT && !exact_fit(p, new_size)) {
+                table_insert(p, offset, new_size, 0); /* room was made */
+            } else if (i != NO_SLOT && exact_fit(p, new_size)) {
+                table_delete(p, i); /* a plain exact fit now: no slot */
+            } else if (i != NO_SLOT) {
+                p->slots[i].key &= KEY_MASK; /* a plain block now */
+                p->slots[i].size = new_size;
+            }
             if (p->guard && new_block < old_block)
                 guard_fill(p, offset + new_block, old_block - new_block);
         }

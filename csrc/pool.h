@@ -13,6 +13,11 @@
  * delete are expected O(1); the table doubles when half full, so an alloc
  * that triggers a doubling costs O(live blocks) once.  This table is the
  * binding's bookkeeping, not the core's metadata (buddy.h's bound holds).
+ * An exact fit -- a block requested with exactly its block size, a power
+ * of two >= min_size -- has no slot: the core knows its size.  That keeps
+ * the table out of the way of the commonest requests (measured: a 64-byte
+ * alloc+free pair on a 64 MiB arena, -20 ns in C; a million 64-byte blocks
+ * live, no 32 MiB table).
  *
  * Threads: like buddy.h -- callers serialise (the GIL); with BUDDY_LOCKED
  * every function holds the pool's own mutex.

@@ -31,13 +31,58 @@
 #define SEAM_EMPTY 101
 #define SEAM_NO_POOL 102
 
+/* What seam_alloc returns for size 0 (besides pool_alloc's offsets and
+ * POOL_* codes): nothing was allocated; a zero-size block is the
+ * binding's slow path (it records the view by identity). */
+#define SEAM_ALLOC_ZERO -100
+
+/* pool_alloc(p, size) for size >= 1; SEAM_ALLOC_ZERO for 0. */
+int64_t seam_alloc(alloc_pool_t *p, uint64_t size);
+
 /* pool_free() of the bytes of the object at address `obj` (an id()). */
 int seam_free(alloc_pool_t *p, uintptr_t obj);
+
+/* ---- one-argument entry points -------------------------------------------
+ * cffi passes one argument as is (METH_O) but two or more in a tuple it
+ * unpacks: a two-argument call costs ~45 ns more than a one-argument call,
+ * more than the allocation itself.  So the pool is bound in C instead:
+ * there are SEAM_SLOTS slots, and for each slot k three entry points,
+ *
+ *     int64_t seam_alloc_<k>(uint64_t size);   = seam_alloc(slot k, size)
+ *     int     seam_free_<k>(uintptr_t obj);    = seam_free(slot k, obj)
+ *     int     seam_free_at_<k>(uint64_t off);  = pool_free_at(slot k, off)
+ *
+ * (defined in seam.c, declared to cffi by ffi_build.py).  seam_bind puts a
+ * pool in a free slot and says which; a pool that finds none (more than
+ * SEAM_SLOTS live at once) uses the two-argument functions (seam_alloc,
+ * seam_free, pool_free_at), which do the same.  The slot is released by
+ * seam_destroy, when the pool itself is destroyed: until then nothing else
+ * can be bound there, so an entry point a live allocator holds always
+ * reaches its own pool.  An empty slot holds NULL, which every function
+ * refuses (POOL_REFUSED, SEAM_NO_POOL, BUDDY_EINVAL).  Binding is
+ * serialised by the GIL, or by a mutex with BUDDY_LOCKED. */
+#define SEAM_SLOTS 64
+
+/* The slot p is now bound to, or -1 if every slot is taken. */
+int seam_bind(alloc_pool_t *p);
+
+/* Releases p's slot (if it has one) and destroys it (pool_destroy). */
+void seam_destroy(alloc_pool_t *p);
 
 /* Frees the blocks of the list at address `list` (an id(); a list object)
  * in order, from index *index on.  Returns BUDDY_OK, or the status of the
  * first block that is refused, with its index in *index (the blocks before
  * it are freed, the rest untouched). */
 int seam_free_many(alloc_pool_t *p, uintptr_t list, uint64_t *index);
+
+/* Appends to the list at address `list` (an id(); a list object) the
+ * slices view[offsets[i] : offsets[i] + size] of the memoryview at address
+ * `view` (an id()), for i < count: what alloc_many returns, made in one
+ * call instead of a Python loop (batch-64, free_many(alloc_many(64,
+ * 1024)): 189 -> 164 ns a block, interleaved medians).  Returns 0, or -1 with the Python error cleared if a
+ * slice could not be made (no memory): the list then holds the first
+ * ones, and the binding makes the rest in Python. */
+int seam_slices(uintptr_t view, uint64_t size, const uint64_t *offsets,
+                uint64_t count, uintptr_t list);
 
 #endif /* ALLOC_SEAM_H */

@@ -181,9 +181,10 @@ class BuddyModel:
         units = -(-max(size, self.m) // self.m)
         return (units - 1).bit_length()
 
-    def alloc(self, size: int):
-        """Offset of the new block, or None when it cannot be placed."""
-        k = self.order(size)
+    def alloc(self, size: int, order=None):
+        """Offset of the new block, or None when it cannot be placed.
+        ``order``: take a block of that order (at least the size's own)."""
+        k = self.order(size) if order is None else order
         for j in range(k, self.L + 1):
             if self.free[j]:
                 off = min(self.free[j])
@@ -194,6 +195,71 @@ class BuddyModel:
                 self.live[off] = (size, k)
                 return off
         return None
+
+    def alloc_aligned(self, size: int, align: int):
+        """alloc(size, align) where the arena's base is a multiple of align:
+        a block of max(size's block, align), placed as any other."""
+        return self.alloc(size, max(self.order(size), self.order(align)))
+
+    def alloc_congruent(self, size: int, modulus: int, rem: int):
+        """alloc(size, align) over a base less aligned than align: the
+        size's own block at the lowest offset congruent to rem modulo
+        modulus that lies in a free block (split down to it, keeping it)."""
+        k = self.order(size)
+        block = self.m << k
+        assert rem % block == 0 and modulus >= block
+        if k > self.L:
+            return None
+        for off in range(rem, self.capacity, modulus):
+            for j in range(k, self.L + 1):
+                start = off - off % (self.m << j)
+                if start not in self.free[j]:
+                    continue
+                self.free[j].remove(start)
+                while j > k:
+                    j -= 1
+                    half = self.m << j
+                    if off >= start + half:
+                        self.free[j].add(start)
+                        start += half
+                    else:
+                        self.free[j].add(start + half)
+                assert start == off
+                self.live[off] = (size, k)
+                return off
+        return None
+
+    def resize(self, off: int, new_size: int):
+        """realloc of the live block at off: in place (the same offset) when
+        shrinking, or growing where off is a multiple of the new block and
+        every buddy above up to it is free; else allocate (normal placement)
+        and then free the old block.  The new offset, or None (nothing
+        changed) when no block fits."""
+        size, k = self.live[off]
+        k2 = self.order(new_size)
+        if k2 <= k:
+            for j in range(k - 1, k2 - 1, -1):
+                self.free[j].add(off + (self.m << j))
+            self.live[off] = (new_size, k2)
+            return off
+        if k2 <= self.L and off % (self.m << k2) == 0 and all(
+                off + (self.m << j) in self.free[j] for j in range(k, k2)):
+            for j in range(k, k2):
+                self.free[j].remove(off + (self.m << j))
+            self.live[off] = (new_size, k2)
+            return off
+        new = self.alloc(new_size)
+        if new is not None:
+            self.release(off)
+        return new
+
+    def block_of(self, off: int) -> int:
+        """The block size of the live block at off."""
+        return self.m << self.live[off][1]
+
+    def walk(self) -> list:
+        """What blocks() should give: (offset, block size, requested)."""
+        return sorted((o, self.m << k, n) for o, (n, k) in self.live.items())
 
     def is_live(self, off: int, length: int) -> bool:
         return off in self.live and self.live[off][0] == length

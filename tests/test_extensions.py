@@ -240,12 +240,220 @@ def test_table_growth_failure_is_reported_and_counted(pool):
     pool._debug_fail_next_table_growth()
     with pytest.raises(MemoryError) as info:
         for _ in range(1000):
-            blocks.append(pool.alloc(16))
+            blocks.append(pool.alloc(10))  # not an exact fit: it needs a record
     assert not isinstance(info.value, OutOfMemory)
     assert "could not grow" in str(info.value)
     assert "largest free block" not in str(info.value)
     assert pool.counters()["failed_allocs"] == 1
     assert len(pool) == len(blocks)
-    blocks.append(pool.alloc(16))  # the next attempt grows the table
+    blocks.append(pool.alloc(10))  # the next attempt grows the table
     pool.free_many(blocks)
+    pool.check()
+
+
+# ---- block_at / free_at: the cases the first tests left out ------------------
+
+
+def bad_offsets(pool):
+    """A pool with live, freed and interior offsets; the offsets at which no
+    live block starts, with the exception each must raise."""
+    v = pool.alloc(300)  # 0, a 512-byte block
+    pool.alloc(16)  # 512
+    dead = pool.alloc(100)  # 640
+    pool.free(dead)
+    cap = pool.bytes_total
+    return v, {
+        "interior": (16, ValueError),
+        "interior-odd": (1, ValueError),
+        "interior-last": (511, ValueError),
+        "freed": (640, ValueError),
+        "never-allocated": (cap - 1024, ValueError),
+        "capacity": (cap, ValueError),
+        "far": (cap * 2, ValueError),
+        "u64": (1 << 64, ValueError),
+        "huge": (1 << 100, ValueError),
+        "negative": (-1, ValueError),
+        "negative-16": (-16, ValueError),
+        "float": (0.0, TypeError),
+        "str": ("0", TypeError),
+        "none": (None, TypeError),
+        "bool": (False, TypeError),
+    }
+
+
+BAD_KINDS = ["interior", "interior-odd", "interior-last", "freed", "never-allocated",
+             "capacity", "far", "u64", "huge", "negative", "negative-16", "float",
+             "str", "none", "bool"]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+@pytest.mark.parametrize("method", ["block_at", "free_at"])
+def test_no_live_block_at_offset_changes_nothing(pool, method, kind):
+    v, cases = bad_offsets(pool)
+    off, exc = cases[kind]
+    before = snapshot(pool)
+    with pytest.raises(exc):
+        getattr(pool, method)(off)
+    assert snapshot(pool) == before
+    assert pool.offset_of(v) == 0
+    pool.check()
+
+
+@pytest.mark.parametrize("method", ["block_at", "free_at"])
+def test_block_at_and_free_at_on_a_closed_pool(method):
+    a = BuddyAllocator(4096)
+    a.alloc(100)
+    a.close()
+    with pytest.raises(ValueError, match="closed"):
+        getattr(a, method)(0)
+
+
+def test_block_at_is_a_view_over_the_block_itself(pool):
+    from conftest import addr
+
+    v = pool.alloc(100)
+    w = pool.block_at(pool.offset_of(v))
+    assert addr(w) == addr(v) and len(w) == 100
+    assert not w.readonly and w.format == "B" and w.c_contiguous
+    w[:] = b"q" * 100
+    assert v.tobytes() == b"q" * 100
+    pool.free(w)  # it is the block: freeing it frees v's block
+    assert len(pool) == 0
+    with pytest.raises(ValueError):
+        pool.free(v)
+
+
+def test_block_at_follows_realloc_and_align(pool):
+    v = pool.alloc(100)
+    w = pool.realloc(v, 40)
+    assert len(pool.block_at(0)) == 40
+    x = pool.alloc(10, align=1024)
+    off = pool.offset_of(x)
+    assert off % 1024 == 0 and len(pool.block_at(off)) == 10
+    with pytest.raises(ValueError):
+        pool.block_at(off + 16)  # inside the 1024-byte aligned block
+    pool.free_at(off)
+    pool.free(w)
+    assert len(pool) == 0
+    pool.check()
+
+
+def test_free_at_then_the_old_view_is_a_double_free(pool):
+    v = pool.alloc(64)
+    pool.free_at(0)
+    before = snapshot(pool)
+    with pytest.raises(ValueError):
+        pool.free(v)
+    with pytest.raises(ValueError):
+        pool.free_at(0)
+    assert snapshot(pool) == before
+
+
+def test_zero_size_blocks_from_alloc_many_by_offset(pool):
+    zs = pool.alloc_many(0, 3)
+    for z in zs:
+        assert pool.block_at(pool.offset_of(z)) is z
+    pool.free_at(pool.offset_of(zs[1]))
+    with pytest.raises(ValueError):
+        pool.free(zs[1])
+    pool.free_many([zs[0], zs[2]])
+    assert len(pool) == 0
+
+
+def test_offset_allocator_blocks_and_size_of_match_buddy_allocator_block_at():
+    from alloc import OffsetAllocator
+
+    with OffsetAllocator(1 << 16) as h:
+        offs = [h.alloc(n) for n in (10, 0, 5000, 64, 1)]
+        h.free(offs[3])
+        walked = list(h.blocks())
+        assert [w[0] for w in walked] == sorted(o for i, o in enumerate(offs) if i != 3)
+        for off, bs, req in walked:
+            assert h.size_of(off) == req and bs == h.block_size(req)
+        with pytest.raises(ValueError):
+            h.size_of(offs[2] + 16)
+
+
+# ---- a refused alloc_many grows nothing -------------------------------------
+#
+# Found by these tests: alloc_many grew the binding's size table (which
+# never shrinks) for `count` blocks before the core refused a batch that
+# could never fit -- 4 GiB of table for OffsetAllocator(1 TiB).alloc_many(
+# 2**39, 2**27) -- and when that growth failed the refusal was reported as
+# "the table could not grow ... the arena itself had room", not OutOfMemory.
+
+
+@pytest.mark.parametrize("kind", ["buddy", "offset"])
+@pytest.mark.parametrize("size, count", [(1 << 19, 3), (1 << 19, 100), (1 << 20, 2),
+                                         (1 << 21, 1), (16, (1 << 16) + 1), (1 << 64, 5)])
+def test_refused_alloc_many_grows_no_table(kind, size, count):
+    from alloc import OffsetAllocator
+    from alloc._allocator import lib
+
+    a = BuddyAllocator(1 << 20) if kind == "buddy" else OffsetAllocator(1 << 20)
+    with a:
+        table = lib.pool_table_bytes(a._h)
+        before = snapshot(a)
+        a._debug_fail_next_table_growth()  # a growth would now be reported
+        with pytest.raises(OutOfMemory):
+            a.alloc_many(size, count)
+        assert lib.pool_table_bytes(a._h) == table
+        after = snapshot(a)
+        assert after.pop("failed_allocs") == before.pop("failed_allocs") + 1
+        assert after == before
+
+
+def test_refused_alloc_many_on_a_partly_full_pool_grows_no_table():
+    from alloc._allocator import lib
+
+    with BuddyAllocator(1 << 16, min_size=16) as a:
+        a.alloc(1 << 15)
+        table = lib.pool_table_bytes(a._h)
+        with pytest.raises(OutOfMemory):
+            a.alloc_many(16, (1 << 11) + 1)  # 2048 would fit, not 2049
+        assert lib.pool_table_bytes(a._h) == table
+        assert len(a.alloc_many(16, 1 << 11)) == 1 << 11
+        a.check()
+
+
+@pytest.mark.parametrize("kind", ["buddy", "offset"])
+def test_a_lookup_of_free_memory_says_it_is_free_not_double_free(kind):
+    """block_at / size_of look a block up; at a free offset the error says
+    the memory is free (a free()'s "double free?" would mislead)."""
+    from alloc import OffsetAllocator
+
+    a = BuddyAllocator(4096) if kind == "buddy" else OffsetAllocator(4096)
+    look = a.block_at if kind == "buddy" else a.size_of
+    with pytest.raises(ValueError) as e:
+        look(256)
+    assert "free" in str(e.value) and "double" not in str(e.value)
+    assert "256" in str(e.value)
+
+
+def test_alloc_many_falls_back_to_python_slicing(pool, monkeypatch):
+    """alloc_many makes its views in C (seam_slices); if that fails half
+    way (no memory), the views are made in Python: the same blocks."""
+    import alloc._allocator as mod
+
+    real = mod.lib
+
+    class HalfFails:
+        def __getattr__(self, name):
+            if name != "seam_slices":
+                return getattr(real, name)
+
+            def seam_slices(view, size, offsets, count, out):
+                real.seam_slices(view, size, offsets, count // 2, out)
+                return -1
+
+            return seam_slices
+
+    monkeypatch.setattr(mod, "lib", HalfFails())
+    views = pool.alloc_many(100, 6)
+    monkeypatch.undo()
+    assert len(views) == 6 and all(len(v) == 100 for v in views)
+    offsets = [pool.offset_of(v) for v in views]
+    assert len(set(offsets)) == 6 and len(pool) == 6
+    pool.free_many(views)
+    assert len(pool) == 0
     pool.check()

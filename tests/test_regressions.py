@@ -677,10 +677,11 @@ FULL_WORDS = re.compile(
 BOOKKEEPING_WORDS = re.compile(r"bookkeeping|table|metadata", re.I)
 
 
-def _trip_table_growth(pool, method, size=16, limit=2000):
+def _trip_table_growth(pool, method, size=10, limit=2000):
     """Arm the hook, then allocate until a call fails; return the views that
     succeeded, the snapshot before the failing call, and its outcome (the
-    exception, or None for try_alloc)."""
+    exception, or None for try_alloc).  The size must not fill its block
+    exactly: an exact fit has no record in the table (csrc/pool.h)."""
     pool._debug_fail_next_table_growth()
     held = []
     for _ in range(limit):
@@ -710,8 +711,8 @@ def test_table_growth_failure_is_reported_as_such(method, arena):
     assert after.pop("failed_allocs") == before.pop("failed_allocs") + 1
     assert after == before
     assert pool.check() is None
-    v = getattr(pool, method)(16)  # the next attempt succeeds
-    assert len(v) == 16 and len(pool) == len(held) + 1
+    v = getattr(pool, method)(10)  # the next attempt succeeds
+    assert len(v) == 10 and len(pool) == len(held) + 1
     for b in held + [v]:
         pool.free(b)
     assert len(pool) == 0 and pool.check() is None
@@ -726,8 +727,33 @@ def test_table_growth_failure_in_try_alloc_changes_nothing_else():
     after = snapshot(pool)
     assert after.pop("failed_allocs") == before.pop("failed_allocs") + 1
     assert after == before
-    v = pool.try_alloc(16)
-    assert v is not None and len(v) == 16
+    v = pool.try_alloc(10)
+    assert v is not None and len(v) == 10
+
+
+@pytest.mark.parametrize("method", ["alloc", "try_alloc", "calloc", "alloc_many"])
+def test_exact_fits_need_no_table_growth(method):
+    """A block requested with exactly its block size has no record in the
+    table, so an armed growth failure does not touch it; the first request
+    that needs a record gets the failure."""
+    pool = BuddyAllocator(1 << 16, min_size=16)
+    pool._debug_fail_next_table_growth()
+    held = []
+    for size in (16, 32, 64, 1024, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16):
+        held += pool.alloc_many(size, 1) if method == "alloc_many" else [
+            getattr(pool, method)(size)]
+    assert pool.bytes_allocated == sum(len(v) for v in held) and pool.bytes_wasted == 0
+    before = snapshot(pool)
+    with pytest.raises(MemoryError) as info:
+        for _ in range(100):
+            held.append(pool.alloc(10))
+    assert BOOKKEEPING_WORDS.search(str(info.value))
+    after = snapshot(pool)
+    assert after.pop("failed_allocs") == before.pop("failed_allocs") + 1
+    assert after.pop("live_blocks") - before.pop("live_blocks") == len(held) - 15
+    for v in held:
+        pool.free(v)
+    assert len(pool) == 0 and pool.check() is None
 
 
 # --------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from alloc import BuddyAllocator, OutOfMemory
-from conftest import BuddyModel, addr, buffer_at, pattern, snapshot, without
+from alloc import BuddyAllocator, OffsetAllocator, OutOfMemory
+from conftest import BuddyModel, addr, block_size_for, buffer_at, pattern, snapshot, without
 
 # (arena kind, size, min_size): capacities 4096, 4096, 4096, 2992, 3008,
 # 1000 and 112 — powers of two and not, min_size 1, 16 and 64.
@@ -37,12 +37,25 @@ CONFIGS = [
     ("int", 100, 16),
 ]
 
+# Where a bytearray arena starts, modulo BASE_SPAN (more than any align
+# drawn): fixed, so that what align= can do does not depend on where
+# malloc put the bytearray (Hypothesis replays must behave the same).
+# 4096: every align up to the arena's size is met by a whole block;
+# 32: a block of 32 bytes or less is searched for at the right offsets,
+# larger ones are refused (ValueError); 1: an odd address.
+BASE_SPAN = 16384
+BASE_RESIDUE = {("bytearray", 4096, 16): 4096, ("bytearray", 3000, 16): 32,
+                ("bytearray", 1000, 1): 1, ("bytearray", 480, 16): 64}
+
 EDGES = sorted({0, 1, 2, 3} | {x + d for x in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096) for d in (-1, 0, 1)} | {3000, 8192})
 SIZES = st.one_of(
     st.integers(0, 40),
     st.integers(0, 1200),
     st.sampled_from(EDGES),
 )
+
+# align= values: below, at and above min_size, up to twice the largest arena.
+ALIGNS = st.sampled_from([1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 2048, 4096, 8192])
 
 FREE_FORMS = ["view", "numpy", "memoryview", "slice", "arena", "address"]
 WRONG_FREES = [
@@ -61,6 +74,8 @@ MAX_DEAD = 16
 
 
 class AllocatorMachine(RuleBasedStateMachine):
+    guard = False
+
     def __init__(self, cfg):
         super().__init__()
         kind, n, m = cfg
@@ -70,13 +85,21 @@ class AllocatorMachine(RuleBasedStateMachine):
             capacity = -(-n // m) * m
         else:
             # garbage in the arena before use (o1heap's habit)
-            self.arena = bytearray(os.urandom(n))
-            self.a = BuddyAllocator(self.arena, min_size=m)
+            self.raw = bytearray(os.urandom(n + BASE_SPAN))
+            skip = (BASE_RESIDUE[cfg] - addr(self.raw)) % BASE_SPAN
+            self.arena = memoryview(self.raw)[skip : skip + n]
+            self.a = BuddyAllocator(self.arena, min_size=m, guard=self.guard)
             capacity = n // m * m
         assert self.a.bytes_total == capacity
         assert self.a.min_size == m
         self.m = m
         self.model = BuddyModel(capacity, m)
+        # How far the arena's address is known: an int arena's is aligned to
+        # the largest power of two <= its capacity (at least 64), beyond
+        # that it is wherever mmap put it, and whether an align larger than
+        # that can be met depends on it.
+        self.known_align = (max(64, 1 << (capacity.bit_length() - 1))
+                            if self.arena is None else BASE_SPAN)
         # the arena's address, from a probe block at offset 0
         probe = self.a.alloc(self.a.largest_free)
         assert self.a.offset_of(probe) == 0
@@ -94,7 +117,7 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     def make_int_arena(self, n, m):
         """The allocator of an "int" config (a subclass tests another kind)."""
-        return BuddyAllocator(n, min_size=m)
+        return BuddyAllocator(n, min_size=m, guard=self.guard)
 
     def teardown(self):
         self.a.close()
@@ -119,18 +142,43 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     @rule(size=SIZES, how=st.sampled_from(["alloc", "try_alloc", "calloc"]))
     def allocate(self, size, how):
-        expected = self.model.alloc(size)
+        self.check_alloc(self.model.alloc(size), size, how)
+
+    @rule(size=SIZES, align=ALIGNS, how=st.sampled_from(["alloc", "try_alloc", "calloc"]))
+    def allocate_aligned(self, size, align, how):
+        if align > self.known_align:
+            return  # met or not depending on the address (test_align.py)
+        base = self.base
+        if base % align == 0:
+            expected = self.model.alloc_aligned(size, align)
+        else:
+            base_align = base & -base
+            if block_size_for(size, self.m) > base_align:
+                # no block of this size can start at such an address
+                before = snapshot(self.a)
+                with pytest.raises(ValueError):
+                    getattr(self.a, how)(size, align=align)
+                assert snapshot(self.a) == before
+                return
+            expected = self.model.alloc_congruent(size, align, -base % align)
+        v = self.check_alloc(expected, size, how, align)
+        if v is not None and size:
+            assert addr(v) % align == 0
+
+    def check_alloc(self, expected, size, how, align=None):
+        """Call how(size, align=align), expecting the block at `expected`
+        (None: refused, nothing changed but failed_allocs); record it."""
         if expected is None:
             before = snapshot(self.a)
             if how == "try_alloc":
-                assert self.a.try_alloc(size) is None
+                assert self.a.try_alloc(size, align=align) is None
             else:
                 with pytest.raises(OutOfMemory):
-                    getattr(self.a, how)(size)
+                    getattr(self.a, how)(size, align=align)
             self.failed_allocs += 1
             assert without(snapshot(self.a), "failed_allocs") == without(before, "failed_allocs")
-            return
-        v = getattr(self.a, how)(size)
+            return None
+        v = getattr(self.a, how)(size, align=align)
         assert isinstance(v, memoryview)
         assert len(v) == size and not v.readonly and v.format == "B"
         assert self.a.offset_of(v) == expected
@@ -138,11 +186,94 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert addr(v) == self.base + expected
         if how == "calloc":
             assert v.tobytes() == bytes(size)
+        self.remember(expected, v)
+        self.alloc_calls += 1
+        return v
+
+    def remember(self, off, v):
+        """Fill a new block with its own pattern and keep it."""
         tag = self.next_tag
         self.next_tag += 1
-        v[:] = pattern(tag, size)
-        self.blocks[expected] = (v, tag)
-        self.alloc_calls += 1
+        v[:] = pattern(tag, len(v))
+        self.blocks[off] = (v, tag)
+
+    def resize_candidates(self, upper):
+        """Live offsets to resize; with `upper`, the upper halves among them
+        if any (they never grow in place: the rule most worth testing)."""
+        live = sorted(self.model.live)
+        if upper:
+            halves = [o for o in live if o % (2 * self.model.block_of(o))]
+            return halves or live
+        return live
+
+    @precondition(lambda self: self.blocks)
+    @rule(data=st.data(), size=SIZES, form=st.sampled_from(["view", "numpy"]),
+          near=st.booleans(), upper=st.booleans())
+    def resize(self, data, size, form, near, upper):
+        off = data.draw(st.sampled_from(self.resize_candidates(upper)), label="offset")
+        if near:  # up to twice the block: growth that may happen in place
+            size = data.draw(st.integers(0, 2 * self.model.block_of(off)), label="near")
+        v, tag = self.blocks[off]
+        old = len(v)
+        arg = np.frombuffer(v, np.uint8) if form == "numpy" and old else v
+        before = snapshot(self.a)
+        expected = self.model.resize(off, size)
+        if expected is None:
+            with pytest.raises(OutOfMemory):
+                self.a.realloc(arg, size)
+            self.failed_allocs += 1
+            assert without(snapshot(self.a), "failed_allocs") == without(before, "failed_allocs")
+            assert self.a.offset_of(v) == off
+            return
+        w = self.a.realloc(arg, size)
+        del arg
+        assert isinstance(w, memoryview) and len(w) == size and not w.readonly
+        assert self.a.offset_of(w) == expected
+        if size:
+            assert addr(w) == self.base + expected
+        keep = min(old, size)
+        assert w[:keep].tobytes() == pattern(tag, old)[:keep], "contents lost"
+        if expected != off:  # moved: an alloc and a free
+            self.alloc_calls += 1
+            self.free_calls += 1
+        del self.blocks[off]
+        self.remember(expected, w)
+        self.dead.append((v, off, old))
+        del self.dead[:-MAX_DEAD]
+
+    @rule(data=st.data())
+    def look_up(self, data):
+        if self.blocks and data.draw(st.booleans(), label="live"):
+            off = data.draw(st.sampled_from(sorted(self.blocks)), label="offset")
+            v, tag = self.blocks[off]
+            w = self.a.block_at(off)
+            if len(v) == 0:
+                assert w is v
+            else:
+                assert len(w) == len(v) and addr(w) == addr(v)
+                assert w.tobytes() == pattern(tag, len(v))
+            return
+        off = data.draw(st.integers(0, self.model.capacity + 64), label="offset")
+        if off in self.model.live:
+            return
+        before = snapshot(self.a)
+        with pytest.raises(ValueError):
+            self.a.block_at(off)
+        with pytest.raises(ValueError):
+            self.a.free_at(off)
+        assert snapshot(self.a) == before
+
+    @precondition(lambda self: self.blocks)
+    @rule(data=st.data())
+    def free_at(self, data):
+        off = data.draw(st.sampled_from(sorted(self.blocks)), label="offset")
+        v, tag = self.blocks.pop(off)
+        assert v.tobytes() == pattern(tag, len(v)), "block clobbered before free"
+        self.a.free_at(off)
+        self.model.release(off)
+        self.free_calls += 1
+        self.dead.append((v, off, len(v)))
+        del self.dead[:-MAX_DEAD]
 
     @precondition(lambda self: self.blocks)
     @rule(data=st.data(), form=st.sampled_from(FREE_FORMS))
@@ -234,11 +365,16 @@ class AllocatorMachine(RuleBasedStateMachine):
         assert s["free_blocks"] == model.free_blocks
 
     @invariant()
+    def walk_matches_model(self):
+        assert list(self.a.blocks()) == self.model.walk()
+
+    @invariant()
     def blocks_disjoint_and_intact(self):
         spans = []
         for off, (v, tag) in self.blocks.items():
             assert self.a.offset_of(v) == off
-            bs = self.a.block_size(len(v))
+            bs = self.model.block_of(off)
+            assert bs >= self.a.block_size(len(v))
             assert off % bs == 0
             spans.append((off, off + bs))
             assert v.tobytes() == pattern(tag, len(v))
@@ -263,6 +399,33 @@ class CountingMachine(AllocatorMachine):
         assert s["failed_allocs"] == self.failed_allocs
 
 
+class GuardMachine(CountingMachine):
+    """The same traces in guard mode: no false alarm, the same placement
+    and figures, and every free byte holds the pattern after every step."""
+
+    guard = True
+
+    @invariant()
+    def free_bytes_hold_the_pattern(self):
+        if self.arena is None:
+            return  # check() (core_is_consistent) scans them too
+        live = [(off, off + self.model.block_of(off)) for off in self.model.live]
+        arena = bytes(self.arena[: self.model.capacity])
+        pos = 0
+        for start, end in sorted(live) + [(self.model.capacity, self.model.capacity)]:
+            assert arena[pos:start] == b"\xdb" * (start - pos)
+            pos = end
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[3], CONFIGS[5]],
+                         ids=["int-4096-16", "bytearray-3000-16", "bytearray-1000-1"])
+def test_random_traces_in_guard_mode(cfg):
+    run_state_machine_as_test(
+        lambda: GuardMachine(cfg),
+        settings=settings(max_examples=15, stateful_step_count=50),
+    )
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["-".join(map(str, c)) for c in CONFIGS])
 def test_random_traces_agree_with_model(cfg):
     run_state_machine_as_test(
@@ -276,4 +439,173 @@ def test_random_traces_counters(cfg):
     run_state_machine_as_test(
         lambda: CountingMachine(cfg),
         settings=settings(max_examples=15, stateful_step_count=50),
+    )
+
+
+# ---- OffsetAllocator, against the same model --------------------------------
+
+OFFSET_CONFIGS = [(4096, 16), (3000, 16), (1000, 1), (1 << 20, 64)]
+WRONG_OFFSETS = ["double", "interior", "misaligned", "past", "far", "negative"]
+
+
+class OffsetMachine(RuleBasedStateMachine):
+    """OffsetAllocator driven by the model: every offset, figure, counter
+    and the walk of blocks() predicted; wrong offsets change nothing."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        n, m = cfg
+        self.a = OffsetAllocator(n, min_size=m)
+        capacity = n // m * m
+        assert self.a.bytes_total == capacity
+        self.m = m
+        self.model = BuddyModel(capacity, m)
+        self.dead = []
+        self.counts = {"alloc_calls": 0, "free_calls": 0, "failed_allocs": 0}
+
+    def teardown(self):
+        self.a.close()
+
+    def refused(self, call):
+        before = snapshot(self.a)
+        with pytest.raises(OutOfMemory):
+            call()
+        self.counts["failed_allocs"] += 1
+        assert without(snapshot(self.a), "failed_allocs") == without(before, "failed_allocs")
+
+    @rule(size=SIZES, align=st.one_of(st.none(), ALIGNS), strict=st.booleans())
+    def allocate(self, size, align, strict):
+        if align is None:
+            expected = self.model.alloc(size)
+        else:
+            expected = self.model.alloc_aligned(size, align)
+        if expected is None:
+            if strict:
+                self.refused(lambda: self.a.alloc(size, align=align))
+            else:
+                self.counts["failed_allocs"] += 1
+                assert self.a.try_alloc(size, align=align) is None
+            return
+        off = self.a.alloc(size, align=align) if strict else self.a.try_alloc(size, align=align)
+        assert type(off) is int and off == expected
+        if align:
+            assert off % align == 0
+        assert self.a.size_of(off) == size
+        self.counts["alloc_calls"] += 1
+
+    @rule(size=SIZES, count=st.integers(0, 6))
+    def allocate_many(self, size, count):
+        saved = (dict(self.model.live), {k: set(v) for k, v in self.model.free.items()})
+        expected = []
+        for _ in range(count):
+            off = self.model.alloc(size)
+            if off is None:
+                self.model.live, self.model.free = saved
+                self.refused(lambda: self.a.alloc_many(size, count))
+                return
+            expected.append(off)
+        assert self.a.alloc_many(size, count) == expected
+        self.counts["alloc_calls"] += count
+
+    @precondition(lambda self: self.model.live)
+    @rule(data=st.data(), many=st.booleans())
+    def free(self, data, many):
+        offs = sorted(self.model.live)
+        chosen = data.draw(st.lists(st.sampled_from(offs), min_size=1, max_size=3, unique=True)
+                           if many else st.sampled_from(offs).map(lambda o: [o]), label="offsets")
+        if many:
+            self.a.free_many(chosen)
+        else:
+            self.a.free(chosen[0])
+        for off in chosen:
+            self.model.release(off)
+            self.dead.append(off)
+        self.counts["free_calls"] += len(chosen)
+        del self.dead[:-MAX_DEAD]
+
+    resize_candidates = AllocatorMachine.resize_candidates
+
+    @precondition(lambda self: self.model.live)
+    @rule(data=st.data(), size=SIZES, near=st.booleans(), upper=st.booleans())
+    def resize(self, data, size, near, upper):
+        off = data.draw(st.sampled_from(self.resize_candidates(upper)), label="offset")
+        if near:  # up to twice the block: growth that may happen in place
+            size = data.draw(st.integers(0, 2 * self.model.block_of(off)), label="near")
+        expected = self.model.resize(off, size)
+        if expected is None:
+            self.refused(lambda: self.a.realloc(off, size))
+            return
+        assert self.a.realloc(off, size) == expected
+        assert self.a.size_of(expected) == size
+        if expected != off:
+            self.counts["alloc_calls"] += 1
+            self.counts["free_calls"] += 1
+            self.dead.append(off)
+
+    @rule(data=st.data(), kind=st.sampled_from(WRONG_OFFSETS),
+          method=st.sampled_from(["free", "size_of", "realloc", "free_many"]))
+    def wrong_offset(self, data, kind, method):
+        live = sorted(self.model.live)
+        if kind == "double":
+            if not self.dead:
+                return
+            off = data.draw(st.sampled_from(self.dead), label="dead")
+        elif kind in ("interior", "misaligned"):
+            if not live:
+                return
+            start = data.draw(st.sampled_from(live), label="offset")
+            step = self.m if kind == "interior" else 1
+            off = start + step * data.draw(st.integers(1, 64), label="step")
+        elif kind == "past":
+            off = self.model.capacity + data.draw(st.integers(0, 64), label="past")
+        elif kind == "far":
+            off = data.draw(st.sampled_from([1 << 40, (1 << 64) - 1, 1 << 64, 1 << 100]))
+        else:
+            off = -data.draw(st.integers(1, 64), label="negative")
+        if off in self.model.live:
+            return  # a legitimate call
+        before = snapshot(self.a)
+        with pytest.raises(ValueError):
+            if method == "realloc":
+                self.a.realloc(off, 1)
+            elif method == "free_many":
+                self.a.free_many([off])
+            else:
+                getattr(self.a, method)(off)
+        assert snapshot(self.a) == before
+
+    @invariant()
+    def matches_model(self):
+        s = self.a.stats()
+        model = self.model
+        assert s["bytes_allocated"] == model.bytes_allocated == self.a.bytes_allocated
+        assert s["bytes_wasted"] == model.bytes_wasted == self.a.bytes_wasted
+        assert s["bytes_free"] == model.bytes_free == self.a.bytes_free
+        assert s["largest_free"] == model.largest_free == self.a.largest_free
+        assert s["live_blocks"] == len(model.live) == len(self.a)
+        assert s["free_blocks"] == model.free_blocks
+        assert self.a.counters() == self.counts
+        assert list(self.a.blocks()) == model.walk()
+
+    @invariant()
+    def core_is_consistent(self):
+        assert self.a.check() is None
+
+
+@pytest.mark.parametrize("cfg", OFFSET_CONFIGS, ids=["-".join(map(str, c)) for c in OFFSET_CONFIGS])
+def test_offset_allocator_traces_agree_with_model(cfg):
+    run_state_machine_as_test(
+        lambda: OffsetMachine(cfg),
+        settings=settings(max_examples=25, stateful_step_count=50),
+    )
+
+
+@pytest.mark.parametrize("cfg", [("int", 512, 16), ("bytearray", 480, 16)],
+                         ids=["int-512-16", "bytearray-480-16"])
+def test_random_traces_small_arenas(cfg):
+    """Small arenas: blocks collide and split often, so realloc meets upper
+    halves, live and free buddies, and refusals in few steps."""
+    run_state_machine_as_test(
+        lambda: AllocatorMachine(cfg),
+        settings=settings(max_examples=40, stateful_step_count=60),
     )

@@ -209,11 +209,67 @@ static void aligned_and_resized(void)
     pool_destroy(p);
 }
 
+/* Exact fits (requested size == block size) have no slot in the size
+ * table; everything that reads sizes must still see them exactly. */
+static void exact_fits(void)
+{
+    static char arena[1 << 16] __attribute__((aligned(64)));
+    alloc_pool_t *p = NULL;
+    CHECK(pool_new(sizeof arena, 16, (uintptr_t)arena, &p) == BUDDY_OK, "pool_new");
+    if (p == NULL)
+        return;
+    uint64_t table = pool_table_bytes(p), small[64], offs[32];
+    for (int i = 0; i < 64; i++) /* more than a fresh table holds */
+        small[i] = (uint64_t)pool_alloc(p, 64);
+    CHECK(pool_table_bytes(p) == table, "exact fits grew the table");
+    CHECK(pool_alloc_many(p, 256, 32, offs) == 0, "alloc_many of exact fits");
+    CHECK(pool_table_bytes(p) == table, "exact fits (many) grew the table");
+    uint64_t start = 0, size = 0, req = 0;
+    CHECK(pool_block_at(p, offs[3], &start, &size, &req) == BUDDY_OK &&
+          size == 256 && req == 256, "block_at of an exact fit: %" PRIu64, req);
+    int64_t odd = pool_alloc(p, 60); /* no exact fit: a slot */
+    CHECK(odd >= 0, "odd block");
+    CHECK(pool_free(p, arena + odd, 64) == BUDDY_ESIZE, "block size of a 60");
+    CHECK(pool_free(p, arena + offs[3], 255) == BUDDY_ESIZE, "255 of a 256");
+    CHECK(pool_free(p, arena + offs[3], 128) == BUDDY_ESIZE, "128 of a 256");
+    CHECK(pool_free(p, arena + offs[3] + 64, 64) == BUDDY_EINTERIOR, "interior");
+    uint64_t at = 0;
+    CHECK(pool_locate(p, arena + offs[3], 256, &at) == BUDDY_OK && at == offs[3],
+          "locate an exact fit");
+    CHECK(pool_locate(p, arena + offs[3], 200, &at) == BUDDY_ESIZE, "locate 200");
+    /* resize across: exact -> inexact -> exact, in place */
+    CHECK(pool_resize(p, offs[3], 200) == BUDDY_OK, "256 -> 200");
+    CHECK(pool_free(p, arena + offs[3], 256) == BUDDY_ESIZE, "old exact length");
+    CHECK(pool_resize(p, offs[3], 128) == BUDDY_OK, "200 -> 128");
+    CHECK(pool_free(p, arena + offs[3], 200) == BUDDY_ESIZE, "old inexact length");
+    CHECK(pool_block_at(p, offs[3], &start, &size, &req) == BUDDY_OK &&
+          size == 128 && req == 128, "block_at after resizes: %" PRIu64, req);
+    CHECK(pool_free(p, arena + offs[3], 128) == BUDDY_OK, "free the resized one");
+    CHECK(pool_free(p, arena + offs[3], 128) == BUDDY_EFREE, "double free");
+    CHECK(pool_free_at(p, offs[4]) == BUDDY_OK, "free_at an exact fit");
+    CHECK(pool_free_at(p, offs[4]) == BUDDY_EFREE, "free_at it again");
+    CHECK(pool_free(p, arena + odd, 60) == BUDDY_OK, "odd freed");
+    const buddy_stats_t *st = buddy_stats(pool_core(p));
+    CHECK(st->bytes_requested == 64 * 64 + 30 * 256, "requested %" PRIu64,
+          st->bytes_requested);
+    for (int i = 0; i < 64; i++)
+        CHECK(pool_free_at(p, small[i]) == BUDDY_OK, "free_at %d", i);
+    for (int i = 0; i < 32; i++)
+        if (i != 3 && i != 4)
+            CHECK(pool_free(p, arena + offs[i], 256) == BUDDY_OK, "free %d", i);
+    char msg[200];
+    CHECK(buddy_check(pool_core(p), msg, sizeof msg) == BUDDY_OK, "%s", msg);
+    CHECK(st->live_blocks == 0 && st->bytes_requested == 0, "all freed");
+    pool_destroy(p);
+}
+
 static void bad_arguments(void)
 {
     alloc_pool_t *p = NULL;
     CHECK(pool_new(1024, 3, 0, &p) == BUDDY_EINVAL && p == NULL, "min_size 3");
     CHECK(pool_new(1024, 16, 0, NULL) == BUDDY_EINVAL, "NULL out");
+    CHECK(pool_new(((uint64_t)1 << 62) + 1, 4, 0, &p) == BUDDY_EINVAL && p == NULL,
+          "capacity past 2^62 is a bad argument, not out of memory");
 }
 
 int main(void)
@@ -223,6 +279,7 @@ int main(void)
     run("trace_min_size_1", trace_min_size_1);
     run("closed_pool", closed_pool);
     run("aligned_and_resized", aligned_and_resized);
+    run("exact_fits", exact_fits);
     run("bad_arguments", bad_arguments);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed != 0;
