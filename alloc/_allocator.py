@@ -1237,7 +1237,6 @@ def _not_a_block(block: object, exc: BaseException, what: str = "free()") -> Exc
 # ---- SharedBuddyAllocator ----------------------------------------------------
 
 _c_shared_alloc = lib.shared_alloc
-_c_shared_free = lib.shared_seam_free
 _SHARED_CORRUPT = lib.SHARED_CORRUPT
 _SHARED_ECORRUPT = lib.SHARED_ECORRUPT
 #: Blocks of a shared arena are aligned in absolute terms up to this in
@@ -1297,6 +1296,8 @@ class SharedBuddyAllocator(BuddyAllocator):
     """
 
     _h: Any = _NO_SHARED
+    _alloc_entry: Any = functools.partial(lib.shared_alloc, _NO_SHARED)
+    _free_entry: Any = functools.partial(lib.shared_seam_free, _NO_SHARED)
     _name: Optional[str] = None
     _tracker_pid = 0  # the pid that registered the name with its resource tracker
     _frozen: Any = None
@@ -1320,7 +1321,14 @@ class SharedBuddyAllocator(BuddyAllocator):
             h = self._create(name, capacity, m)
         else:
             h = self._attach(cast(str, name))
-        self._h = ffi.gc(h, lib.shared_release)
+        self._h = ffi.gc(h, lib.shared_py_destroy)  # also frees its slot
+        slot = lib.shared_py_bind(h)  # one-argument entry points (shared_py.h)
+        if slot >= 0:
+            self._alloc_entry = getattr(lib, f"shared_alloc_{slot}")
+            self._free_entry = getattr(lib, f"shared_free_{slot}")
+        else:  # (shared_alloc takes size 0 too: the fast path never passes it)
+            self._alloc_entry = functools.partial(lib.shared_alloc, self._h)
+            self._free_entry = functools.partial(lib.shared_seam_free, self._h)
         keep = self._h  # the arena's memory is the handle's mapping
         capacity = int(lib.shared_capacity(h))
         arena = ffi.gc(lib.shared_arena(h), lambda _p, keep=keep: None)
@@ -1577,27 +1585,35 @@ class SharedBuddyAllocator(BuddyAllocator):
     def alloc(self, size: int, align: Optional[int] = None) -> memoryview:
         """As :meth:`BuddyAllocator.alloc`; the block is in the shared arena
         (its :meth:`offset_of` means the same in every process)."""
-        mv = self._mv
-        if type(size) is int and 0 < size <= _U64_MAX and align is None:
-            off = _c_shared_alloc(self._h, size)
+        mv, entry = self._mv, self._alloc_entry
+        if type(size) is int and align is None and size:
+            try:
+                off = entry(size)
+            except OverflowError:  # < 0 or >= 2**64: _alloc_other says why
+                off = _ZERO
             if off >= 0:
                 return mv[off : off + size]  # type: ignore[index]
-            mv = None  # the traceback keeps this frame: it must not pin the arena
-            raise self._refusal(size, off)
+            if off != _ZERO:
+                mv = None  # the traceback keeps this frame: it must not pin the arena
+                raise self._refusal(size, off)
         mv = None
         return self._alloc_other(size, align, True)  # type: ignore[return-value]
 
     def try_alloc(self, size: int, align: Optional[int] = None) -> Optional[memoryview]:
         """As :meth:`alloc`, but ``None`` when no block fits."""
-        mv = self._mv
-        if type(size) is int and 0 < size <= _U64_MAX and align is None:
-            off = _c_shared_alloc(self._h, size)
+        mv, entry = self._mv, self._alloc_entry
+        if type(size) is int and align is None and size:
+            try:
+                off = entry(size)
+            except OverflowError:  # < 0 or >= 2**64: _alloc_other says why
+                off = _ZERO
             if off >= 0:
                 return mv[off : off + size]  # type: ignore[index]
             if off == _REFUSED and not self._closed:
                 return None
-            mv = None
-            raise self._refusal(size, off)
+            if off != _ZERO:
+                mv = None
+                raise self._refusal(size, off)
         mv = None
         return self._alloc_other(size, align, False)
 
@@ -1662,7 +1678,8 @@ class SharedBuddyAllocator(BuddyAllocator):
     def free(self, block: BufferLike) -> None:
         """As :meth:`BuddyAllocator.free`; the block may have been allocated
         by any attached process (a view of it in this process's mapping)."""
-        status = _c_shared_free(self._h, id(block))
+        entry = self._free_entry
+        status = entry(id(block))
         if status:
             self._free_other(block, status, "free()")
 

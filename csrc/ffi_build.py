@@ -72,6 +72,12 @@ SEAM_ENTRIES = "".join(
     for k in range(SEAM_SLOTS)
 )
 CDEF += SEAM_ENTRIES
+# ... and those of csrc/shared_py.h.
+SHARED_SLOTS = int(re.search(r"#define SHARED_SLOTS (\d+)", _read("shared_py.h")).group(1))
+CDEF += "".join(
+    f"int64_t shared_alloc_{k}(uint64_t size);\nint shared_free_{k}(uintptr_t obj);\n"
+    for k in range(SHARED_SLOTS)
+)
 CDEF += """
 /* binding helpers, defined in the preamble below */
 int alloc_gil_held(void);

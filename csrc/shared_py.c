@@ -9,6 +9,20 @@
 #include "seam.h"
 #include "shared_py.h"
 
+#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
+#include <pthread.h>
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+#define SLOTS_LOCK() pthread_mutex_lock(&slots_lock)
+#define SLOTS_UNLOCK() pthread_mutex_unlock(&slots_lock)
+#else
+#define SLOTS_LOCK() ((void)0)
+#define SLOTS_UNLOCK() ((void)0)
+#endif
+
+static shared_t *slots[SHARED_SLOTS];
+#define SLOT_GET(k) __atomic_load_n(&slots[k], __ATOMIC_ACQUIRE)
+#define SLOT_SET(k, h) __atomic_store_n(&slots[k], (h), __ATOMIC_RELEASE)
+
 static void *py_release(void) { return PyEval_SaveThread(); }
 
 static void py_reacquire(void *token) { PyEval_RestoreThread((PyThreadState *)token); }
@@ -48,3 +62,56 @@ int shared_seam_free_many(shared_t *h, uintptr_t list, uint64_t *index)
     }
     return BUDDY_OK;
 }
+
+int shared_py_bind(shared_t *h)
+{
+    int slot = -1;
+    SLOTS_LOCK();
+    for (int k = 0; h != NULL && k < SHARED_SLOTS && slot < 0; k++) {
+        if (SLOT_GET(k) == NULL) {
+            SLOT_SET(k, h);
+            slot = k;
+        }
+    }
+    SLOTS_UNLOCK();
+    return slot;
+}
+
+void shared_py_destroy(shared_t *h)
+{
+    SLOTS_LOCK();
+    for (int k = 0; h != NULL && k < SHARED_SLOTS; k++)
+        if (SLOT_GET(k) == h)
+            SLOT_SET(k, NULL);
+    SLOTS_UNLOCK();
+    shared_release(h);
+}
+
+#define SHARED_ENTRIES(k)                                                     \
+    int64_t shared_alloc_##k(uint64_t size);                                  \
+    int64_t shared_alloc_##k(uint64_t size)                                   \
+    {                                                                         \
+        return size ? shared_alloc(SLOT_GET(k), size) : SEAM_ALLOC_ZERO;      \
+    }                                                                         \
+    int shared_free_##k(uintptr_t obj);                                       \
+    int shared_free_##k(uintptr_t obj) { return shared_seam_free(SLOT_GET(k), obj); }
+
+SHARED_ENTRIES(0)
+SHARED_ENTRIES(1)
+SHARED_ENTRIES(2)
+SHARED_ENTRIES(3)
+SHARED_ENTRIES(4)
+SHARED_ENTRIES(5)
+SHARED_ENTRIES(6)
+SHARED_ENTRIES(7)
+SHARED_ENTRIES(8)
+SHARED_ENTRIES(9)
+SHARED_ENTRIES(10)
+SHARED_ENTRIES(11)
+SHARED_ENTRIES(12)
+SHARED_ENTRIES(13)
+SHARED_ENTRIES(14)
+SHARED_ENTRIES(15)
+#if SHARED_SLOTS != 16
+#error "one SHARED_ENTRIES line per slot above, and ffi_build.SHARED_SLOTS"
+#endif

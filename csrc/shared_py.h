@@ -19,4 +19,24 @@ int shared_seam_free(shared_t *h, uintptr_t obj);
 /* seam_free_many for a shared allocator. */
 int shared_seam_free_many(shared_t *h, uintptr_t list, uint64_t *index);
 
+/* ---- one-argument entry points (as seam.h's, for the same ~45 ns) ------
+ * SHARED_SLOTS slots; for each slot k
+ *
+ *     int64_t shared_alloc_<k>(uint64_t size);  = shared_alloc(slot k, size),
+ *                                                 SEAM_ALLOC_ZERO for size 0
+ *     int     shared_free_<k>(uintptr_t obj);   = shared_seam_free(slot k, obj)
+ *
+ * (defined in shared_py.c, declared to cffi by ffi_build.py).
+ * shared_py_bind puts a handle in a free slot and says which (-1: none
+ * free; the binding then passes the handle to shared_alloc and
+ * shared_seam_free itself); shared_py_destroy empties its slot and
+ * releases the handle (shared_release), so an entry point a live allocator
+ * holds always reaches its own handle.  An empty slot holds NULL, which
+ * the functions refuse (SHARED_REFUSED, SEAM_NO_POOL).  Serialised by the
+ * GIL, or by a mutex with BUDDY_LOCKED. */
+#define SHARED_SLOTS 16
+
+int shared_py_bind(shared_t *h);
+void shared_py_destroy(shared_t *h);
+
 #endif /* ALLOC_SHARED_PY_H */

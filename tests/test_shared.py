@@ -132,6 +132,39 @@ def test_everything_buddyallocator_offers(make):
         b.close()
 
 
+def test_more_handles_than_entry_slots(make):
+    """Past the 16 one-argument entry slots, handles pass themselves."""
+    a = make(1 << 16)
+    handles = [SharedBuddyAllocator(a.name) for _ in range(20)]
+    try:
+        offsets = [h.offset_of(h.alloc(10 + i)) for i, h in enumerate(handles)]
+        assert len(a) == 20
+        for h, off in zip(reversed(handles), offsets):  # each frees another's
+            h.free(h.block_at(off))
+        assert len(a) == 0 and a.bytes_allocated == 0
+    finally:
+        for h in handles:
+            h.close()
+    a.check()
+
+
+def test_odd_sizes_on_the_fast_path(make):
+    a = make(1 << 16)
+    with pytest.raises(ValueError):
+        a.alloc(-1)
+    with pytest.raises(OutOfMemory):
+        a.alloc(2**64)
+    with pytest.raises(OutOfMemory):
+        a.alloc(1 << 17)
+    assert a.try_alloc(2**64) is None and a.try_alloc(1 << 17) is None
+    with pytest.raises(TypeError):
+        a.alloc(1.5)  # type: ignore[arg-type]
+    z = a.try_alloc(0)
+    assert z is not None and len(z) == 0 and len(a) == 1
+    a.free(z)
+    assert a.counters()["failed_allocs"] == 4
+
+
 def test_arguments_and_names(make):
     with pytest.raises(ValueError):
         SharedBuddyAllocator()  # attaching needs a name
