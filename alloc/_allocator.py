@@ -1298,6 +1298,7 @@ class SharedBuddyAllocator(BuddyAllocator):
     _h: Any = _NO_SHARED
     _alloc_entry: Any = functools.partial(lib.shared_alloc, _NO_SHARED)
     _free_entry: Any = functools.partial(lib.shared_seam_free, _NO_SHARED)
+    _free_at_entry: Any = functools.partial(lib.shared_free_at, _NO_SHARED)  # unused
     _name: Optional[str] = None
     _tracker_pid = 0  # the pid that registered the name with its resource tracker
     _frozen: Any = None
@@ -1329,6 +1330,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         else:  # (shared_alloc takes size 0 too: the fast path never passes it)
             self._alloc_entry = functools.partial(lib.shared_alloc, self._h)
             self._free_entry = functools.partial(lib.shared_seam_free, self._h)
+        self._free_at_entry = functools.partial(lib.shared_free_at, self._h)
         keep = self._h  # the arena's memory is the handle's mapping
         capacity = int(lib.shared_capacity(h))
         arena = ffi.gc(lib.shared_arena(h), lambda _p, keep=keep: None)
