@@ -447,7 +447,7 @@ def _notes(w: Workload, r: Dict[str, Any]) -> List[str]:
             flat = parts["16 GiB"]["ours_ns"] / parts["64 MiB"]["ours_ns"]
             notes.append(f"scale: ours ns per step 16 GiB / 64 MiB = {flat:.2f} "
                          "(1.00 = flat); arenas are offset ranges the core never "
-                         "touches; its metadata is calloc'd and committed as used")
+                         "touches; its metadata (mmap'd lazily from 1 MiB) is committed as used")
     return notes
 
 
