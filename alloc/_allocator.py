@@ -1584,40 +1584,9 @@ class SharedBuddyAllocator(BuddyAllocator):
 
     # ---- blocks (BuddyAllocator's, over the shared layer) ---------------
 
-    def alloc(self, size: int, align: Optional[int] = None) -> memoryview:
-        """As :meth:`BuddyAllocator.alloc`; the block is in the shared arena
-        (its :meth:`offset_of` means the same in every process)."""
-        mv, entry = self._mv, self._alloc_entry
-        if type(size) is int and align is None and size:
-            try:
-                off = entry(size)
-            except OverflowError:  # < 0 or >= 2**64: _alloc_other says why
-                off = _ZERO
-            if off >= 0:
-                return mv[off : off + size]  # type: ignore[index]
-            if off != _ZERO:
-                mv = None  # the traceback keeps this frame: it must not pin the arena
-                raise self._refusal(size, off)
-        mv = None
-        return self._alloc_other(size, align, True)  # type: ignore[return-value]
-
-    def try_alloc(self, size: int, align: Optional[int] = None) -> Optional[memoryview]:
-        """As :meth:`alloc`, but ``None`` when no block fits."""
-        mv, entry = self._mv, self._alloc_entry
-        if type(size) is int and align is None and size:
-            try:
-                off = entry(size)
-            except OverflowError:  # < 0 or >= 2**64: _alloc_other says why
-                off = _ZERO
-            if off >= 0:
-                return mv[off : off + size]  # type: ignore[index]
-            if off == _REFUSED and not self._closed:
-                return None
-            if off != _ZERO:
-                mv = None
-                raise self._refusal(size, off)
-        mv = None
-        return self._alloc_other(size, align, False)
+    # alloc, try_alloc and free are BuddyAllocator's: their one-argument
+    # entry points reach this handle (_bind_entries), and what they cannot
+    # decide goes to the methods below.
 
     def _alloc_other(self, size: object, align: object, strict: bool) -> Optional[memoryview]:
         n = _as_size(size)
@@ -1676,14 +1645,6 @@ class SharedBuddyAllocator(BuddyAllocator):
         if code == lib.SHARED_INVALID:
             return ValueError(f"align={align} is not usable")
         return super()._refusal(size, code, count, align)
-
-    def free(self, block: BufferLike) -> None:
-        """As :meth:`BuddyAllocator.free`; the block may have been allocated
-        by any attached process (a view of it in this process's mapping)."""
-        entry = self._free_entry
-        status = entry(id(block))
-        if status:
-            self._free_other(block, status, "free()")
 
     def free_many(self, blocks: Iterable[BufferLike]) -> None:
         """As :meth:`BuddyAllocator.free_many`."""
