@@ -1296,7 +1296,7 @@ class SharedBuddyAllocator(BuddyAllocator):
     """
 
     _h: Any = _NO_SHARED
-    _alloc_entry: Any = functools.partial(lib.shared_alloc, _NO_SHARED)
+    _alloc_entry: Any = functools.partial(lib.shared_py_alloc, _NO_SHARED)
     _free_entry: Any = functools.partial(lib.shared_seam_free, _NO_SHARED)
     _free_at_entry: Any = functools.partial(lib.shared_free_at, _NO_SHARED)  # unused
     _name: Optional[str] = None
@@ -1327,8 +1327,8 @@ class SharedBuddyAllocator(BuddyAllocator):
         if slot >= 0:
             self._alloc_entry = getattr(lib, f"shared_alloc_{slot}")
             self._free_entry = getattr(lib, f"shared_free_{slot}")
-        else:  # (shared_alloc takes size 0 too: the fast path never passes it)
-            self._alloc_entry = functools.partial(lib.shared_alloc, self._h)
+        else:  # the same functions with the handle passed (size 0 as a slot's)
+            self._alloc_entry = functools.partial(lib.shared_py_alloc, self._h)
             self._free_entry = functools.partial(lib.shared_seam_free, self._h)
         self._free_at_entry = functools.partial(lib.shared_free_at, self._h)
         keep = self._h  # the arena's memory is the handle's mapping

@@ -87,11 +87,16 @@ void shared_py_destroy(shared_t *h)
     shared_release(h);
 }
 
+int64_t shared_py_alloc(shared_t *h, uint64_t size)
+{
+    return size ? shared_alloc(h, size) : SEAM_ALLOC_ZERO;
+}
+
 #define SHARED_ENTRIES(k)                                                     \
     int64_t shared_alloc_##k(uint64_t size);                                  \
     int64_t shared_alloc_##k(uint64_t size)                                   \
     {                                                                         \
-        return size ? shared_alloc(SLOT_GET(k), size) : SEAM_ALLOC_ZERO;      \
+        return shared_py_alloc(SLOT_GET(k), size);                            \
     }                                                                         \
     int shared_free_##k(uintptr_t obj);                                       \
     int shared_free_##k(uintptr_t obj) { return shared_seam_free(SLOT_GET(k), obj); }

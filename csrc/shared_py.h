@@ -28,7 +28,7 @@ int shared_seam_free_many(shared_t *h, uintptr_t list, uint64_t *index);
  *
  * (defined in shared_py.c, declared to cffi by ffi_build.py).
  * shared_py_bind puts a handle in a free slot and says which (-1: none
- * free; the binding then passes the handle to shared_alloc and
+ * free; the binding then passes the handle to shared_py_alloc and
  * shared_seam_free itself); shared_py_destroy empties its slot and
  * releases the handle (shared_release), so an entry point a live allocator
  * holds always reaches its own handle.  An empty slot holds NULL, which
@@ -37,6 +37,10 @@ int shared_seam_free_many(shared_t *h, uintptr_t list, uint64_t *index);
 #define SHARED_SLOTS 16
 
 int shared_py_bind(shared_t *h);
+
+/* What shared_alloc_<k> does, with the handle passed: for a handle that
+ * found no free slot (size 0: SEAM_ALLOC_ZERO, the binding's slow path). */
+int64_t shared_py_alloc(shared_t *h, uint64_t size);
 void shared_py_destroy(shared_t *h);
 
 #endif /* ALLOC_SHARED_PY_H */

@@ -142,6 +142,11 @@ def test_more_handles_than_entry_slots(make):
         for h, off in zip(reversed(handles), offsets):  # each frees another's
             h.free(h.block_at(off))
         assert len(a) == 0 and a.bytes_allocated == 0
+        for h in (handles[0], handles[-1]):  # in a slot, and past them
+            empty = h.alloc(0)  # a zero-size block: its view frees it
+            assert h.offset_of(empty) >= 0 and len(a) == 1
+            h.free(empty)
+            assert len(a) == 0
     finally:
         for h in handles:
             h.close()
