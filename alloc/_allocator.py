@@ -275,7 +275,7 @@ class _Pool:
             if status == lib.BUDDY_ECLOSED:
                 raise ValueError("the allocator is closed")
             if status not in (lib.BUDDY_OK, lib.BUDDY_EFREE):
-                raise _status_error(status, "blocks()")
+                raise self._error(status, "blocks()")
             if status == lib.BUDDY_OK:
                 yield int(out[0]), int(out[1]), int(out[2])
             off = int(out[0] + out[1])
@@ -301,7 +301,7 @@ class _Pool:
         arrays = ffi.new("uint64_t[]", 3 * cells)
         status = self._c_map(cells, arrays)
         if status:
-            raise _status_error(status, "render()")
+            raise self._error(status, "render()")
         req, waste, free = (ffi.unpack(arrays + i * cells, cells) for i in range(3))
         free_bytes = st["bytes_free"]
         caption: Dict[str, Any] = {
@@ -323,6 +323,22 @@ class _Pool:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(_observe.svg(req, waste, free, **kw))
         return None
+
+    # The C layer under the handle ``_h``: the pool's functions (pool.h,
+    # seam.h).  SharedBuddyAllocator names its own (shared.h), which have
+    # the same arguments and meanings, so every method below that calls
+    # through these serves both.
+    _c_alloc_fn: Any = lib.pool_alloc
+    _c_alloc_many_fn: Any = lib.pool_alloc_many
+    _c_free_fn: Any = lib.pool_free
+    _c_free_at_fn: Any = lib.pool_free_at
+    _c_free_many_fn: Any = lib.seam_free_many
+    _c_locate_fn: Any = lib.pool_locate
+    _c_resize_fn: Any = lib.pool_resize
+
+    def _error(self, status: int, what: str) -> Exception:
+        """The exception a user should see for a refused buddy_status."""
+        return _status_error(status, what)
 
     # The C calls of blocks() and render() (and _snapshot above), for a
     # subclass whose handle is not a pool (SharedBuddyAllocator) to replace.
@@ -346,13 +362,13 @@ class _Pool:
             raise _never_created(self)
         off = _as_size(offset, "offset")
         out = ffi.new("uint64_t[3]")  # start, block size, requested
-        status = lib.pool_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
+        status = self._c_block_at(min(off, _U64_MAX), out)
         if status == lib.BUDDY_OK and out[0] != off:
             status = lib.BUDDY_EINTERIOR
         if status == lib.BUDDY_EFREE:  # a lookup, not a free: no "double free?"
             raise ValueError(f"{what}: no live block at offset {off}: that memory is free")
         if status:
-            raise _status_error(status, f"{what} at offset {off}")
+            raise self._error(status, f"{what} at offset {off}")
         return off, int(out[2])
 
     def _debug_fail_next_table_growth(self) -> None:
@@ -719,7 +735,8 @@ class BuddyAllocator(_Pool):
         a = _as_align(align)
         mv, h = self._mv, self._h
         with self._zero_lock if n == 0 else _NO_LOCK:
-            off = _c_alloc(h, min(n, _U64_MAX)) if a == 1 else self._alloc_aligned(n, a)
+            off = (int(self._c_alloc_fn(h, min(n, _U64_MAX))) if a == 1
+                   else self._alloc_aligned(n, a))
             if off < 0:
                 mv = None  # a traceback must not pin the arena
                 if not strict and off == _REFUSED and not self._closed:
@@ -780,7 +797,7 @@ class BuddyAllocator(_Pool):
         fits = c <= self._capacity // _block_size(n, max(self._min_size, 1))
         out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
         with self._zero_lock if n == 0 else _NO_LOCK:
-            status = lib.pool_alloc_many(h, min(n, _U64_MAX), c, out)
+            status = int(self._c_alloc_many_fn(h, min(n, _U64_MAX), c, out))
             if status:
                 mv = None  # a traceback must not pin the arena
                 raise self._refusal(n, status, count=c)
@@ -844,7 +861,7 @@ class BuddyAllocator(_Pool):
         items = blocks if type(blocks) is list else list(blocks)
         index = ffi.new("uint64_t *")
         while True:
-            status = lib.seam_free_many(self._h, id(items), index)
+            status = self._c_free_many_fn(self._h, id(items), index)
             if not status:
                 return
             i = int(index[0])
@@ -862,7 +879,7 @@ class BuddyAllocator(_Pool):
         ptr = self._export(block, what)  # raises for a non-buffer
         try:
             if status == lib.SEAM_NOT_A_BUFFER:  # C could not, from_buffer can
-                status = lib.pool_free(self._h, ptr, len(ptr))
+                status = self._c_free_fn(self._h, ptr, len(ptr))
                 if not status:
                     return
             error = self._located(status, what, ptr)
@@ -897,9 +914,9 @@ class BuddyAllocator(_Pool):
     def _free_locked(self, off: int, what: str) -> None:
         """Free the live block at ``off`` and forget its view if it was
         zero-size.  The caller holds ``_zero_lock``."""
-        status = lib.pool_free_at(self._h, min(off, _U64_MAX))
+        status = self._c_free_at_fn(self._h, min(off, _U64_MAX))
         if status:
-            raise _status_error(status, f"{what} at offset {off}")
+            raise self._error(status, f"{what} at offset {off}")
         self._zero.pop(off, None)
 
     def _export(self, block: object, what: str) -> Any:
@@ -916,7 +933,7 @@ class BuddyAllocator(_Pool):
         where = int(ffi.cast("uintptr_t", ptr)) - self._base
         if 0 <= where < self._capacity:
             what = f"{what} at offset {where}, {len(ptr)} bytes"
-        return _status_error(status, what)
+        return self._error(status, what)
 
     def offset_of(self, block: BufferLike) -> int:
         """The offset from the arena start of a live block (the view, or a
@@ -941,7 +958,7 @@ class BuddyAllocator(_Pool):
                 )
                 raise error
             out = ffi.new("uint64_t *")
-            status = lib.pool_locate(self._h, ptr, len(ptr), out)
+            status = self._c_locate_fn(self._h, ptr, len(ptr), out)
             if not status:
                 return int(out[0]), len(ptr)
             error = self._located(status, what, ptr)
@@ -964,7 +981,7 @@ class BuddyAllocator(_Pool):
         off, old = self._find(block, "realloc()")
         mv, h = self._mv, self._h
         with self._zero_lock if old == 0 or n == 0 else _NO_LOCK:
-            status = lib.pool_resize(h, off, min(n, _U64_MAX))
+            status = self._c_resize_fn(h, off, min(n, _U64_MAX))
             if not status:
                 view: memoryview = mv[off : off + n]  # type: ignore[index]
                 self._zero.pop(off, None)
@@ -979,7 +996,7 @@ class BuddyAllocator(_Pool):
                 raise _use_after_free(
                     h, f"realloc() to {n} bytes: refused, nothing changed",
                     int(lib.pool_guard_bad(h)))
-            raise _status_error(status, f"realloc() at offset {off}")
+            raise self._error(status, f"realloc() at offset {off}")
         moved = self.alloc(n)  # OutOfMemory: nothing has changed
         keep = min(old, n)
         if keep:
@@ -1236,7 +1253,6 @@ def _not_a_block(block: object, exc: BaseException, what: str = "free()") -> Exc
 
 # ---- SharedBuddyAllocator ----------------------------------------------------
 
-_c_shared_alloc = lib.shared_alloc
 _SHARED_CORRUPT = lib.SHARED_CORRUPT
 _SHARED_ECORRUPT = lib.SHARED_ECORRUPT
 #: Blocks of a shared arena are aligned in absolute terms up to this in
@@ -1584,28 +1600,16 @@ class SharedBuddyAllocator(BuddyAllocator):
 
     # ---- blocks (BuddyAllocator's, over the shared layer) ---------------
 
-    # alloc, try_alloc and free are BuddyAllocator's: their one-argument
-    # entry points reach this handle (_bind_entries), and what they cannot
-    # decide goes to the methods below.
-
-    def _alloc_other(self, size: object, align: object, strict: bool) -> Optional[memoryview]:
-        n = _as_size(size)
-        a = _as_align(align)
-        mv, h = self._mv, self._h
-        with self._zero_lock if n == 0 else _NO_LOCK:
-            if a == 1:
-                off = int(_c_shared_alloc(h, min(n, _U64_MAX)))
-            else:
-                off = self._alloc_aligned(n, a)
-            if off < 0:
-                mv = None
-                if not strict and off == _REFUSED and not self._closed:
-                    return None
-                raise self._refusal(n, off, align=a)
-            view: memoryview = mv[off : off + n]  # type: ignore[index]
-            if n == 0:
-                self._zero[off] = view
-        return view
+    # Every block operation is BuddyAllocator's: the one-argument entry
+    # points (bound in __init__) and these functions reach the segment;
+    # _error, _refusal and _alloc_aligned say what differs.
+    _c_alloc_fn = lib.shared_alloc
+    _c_alloc_many_fn = lib.shared_alloc_many
+    _c_free_fn = lib.shared_free
+    _c_free_at_fn = lib.shared_free_at
+    _c_free_many_fn = lib.shared_seam_free_many
+    _c_locate_fn = lib.shared_locate
+    _c_resize_fn = lib.shared_resize
 
     def _alloc_aligned(self, n: int, align: int) -> int:
         """A block at an offset that is a multiple of ``align`` (the arena is
@@ -1617,129 +1621,9 @@ class SharedBuddyAllocator(BuddyAllocator):
             )
         return int(lib.shared_alloc_aligned(self._h, min(n, _U64_MAX), align))
 
-    def alloc_many(self, size: int, count: int) -> List[memoryview]:
-        """As :meth:`BuddyAllocator.alloc_many` (all or nothing, one lock)."""
-        n = _as_size(size)
-        c = _as_size(count, "count")
-        mv, h = self._mv, self._h
-        fits = c <= self._capacity // max(self._min_size, 1)
-        # more blocks than the arena has: the core refuses (and counts) them
-        out = ffi.new("uint64_t[]", c) if fits and c else ffi.NULL
-        with self._zero_lock if n == 0 else _NO_LOCK:
-            status = int(lib.shared_alloc_many(h, min(n, _U64_MAX), c, out))
-            if status:
-                mv = None
-                raise self._refusal(n, status, count=c)
-            views: List[memoryview] = []
-            if n and lib.seam_slices(id(mv), n, out, c, id(views)) == 0:
-                return views  # sliced in C (csrc/seam.h says what it buys)
-            offsets = ffi.unpack(out, c) if c else []
-            views = [mv[o : o + n] for o in offsets]  # type: ignore[index]
-            if n == 0:
-                self._zero.update(zip(offsets, views))
-        return views
-
     def _refusal(self, size: int, code: int, count: int = 1, align: int = 1) -> Exception:
         if code == _SHARED_CORRUPT:
             return self._error(_SHARED_ECORRUPT, "alloc()")
         if code == lib.SHARED_INVALID:
             return ValueError(f"align={align} is not usable")
         return super()._refusal(size, code, count, align)
-
-    def free_many(self, blocks: Iterable[BufferLike]) -> None:
-        """As :meth:`BuddyAllocator.free_many`."""
-        items = blocks if type(blocks) is list else list(blocks)
-        index = ffi.new("uint64_t *")
-        while True:
-            status = lib.shared_seam_free_many(self._h, id(items), index)
-            if not status:
-                return
-            i = int(index[0])
-            self._free_other(items[i], status, f"free_many(): block {i}")
-            index[0] = i + 1
-
-    def _free_other(self, block: object, status: int, what: str) -> None:
-        if status == lib.SEAM_NO_POOL:
-            raise _never_created(self)
-        if status == lib.SEAM_EMPTY:
-            self._free_zero(block, what)
-            return
-        ptr = self._export(block, what)  # raises for a non-buffer
-        try:
-            if status == lib.SEAM_NOT_A_BUFFER:
-                status = lib.shared_free(self._h, ptr, len(ptr))
-                if not status:
-                    return
-            if status in (_SHARED_ECORRUPT, lib.SHARED_ELOCK, lib.BUDDY_ECLOSED):
-                error = self._error(status, what)
-            else:
-                error = self._located(status, what, ptr)
-        finally:
-            ffi.release(ptr)
-        raise error
-
-    def _free_locked(self, off: int, what: str) -> None:
-        status = lib.shared_free_at(self._h, min(off, _U64_MAX))
-        if status:
-            raise self._error(status, f"{what} at offset {off}")
-        self._zero.pop(off, None)
-
-    def _find(self, block: object, what: str) -> Tuple[int, int]:
-        ptr = self._export(block, what)
-        try:
-            if len(ptr) == 0:
-                with self._zero_lock:
-                    off = self._zero_offset(block)
-                if off is not None:
-                    return off, 0
-                error: Exception = ValueError(
-                    f"{what}: an empty buffer is not a block: only the "
-                    "view that alloc(0) returned is a zero-size block's view"
-                )
-                raise error
-            out = ffi.new("uint64_t *")
-            status = lib.shared_locate(self._h, ptr, len(ptr), out)
-            if not status:
-                return int(out[0]), len(ptr)
-            if status in (_SHARED_ECORRUPT, lib.SHARED_ELOCK, lib.BUDDY_ECLOSED):
-                error = self._error(status, what)
-            else:
-                error = self._located(status, what, ptr)
-        finally:
-            ffi.release(ptr)
-        raise error
-
-    def realloc(self, block: BufferLike, new_size: int) -> memoryview:
-        """As :meth:`BuddyAllocator.realloc`."""
-        n = _as_size(new_size, "new_size")
-        off, old = self._find(block, "realloc()")
-        mv, h = self._mv, self._h
-        with self._zero_lock if old == 0 or n == 0 else _NO_LOCK:
-            status = lib.shared_resize(h, off, min(n, _U64_MAX))
-            if not status:
-                view: memoryview = mv[off : off + n]  # type: ignore[index]
-                self._zero.pop(off, None)
-                if n == 0:
-                    self._zero[off] = view
-                return view
-        if status != lib.BUDDY_ENOMEM:
-            mv = None
-            raise self._error(status, f"realloc() at offset {off}")
-        moved = self.alloc(n)
-        keep = min(old, n)
-        if keep:
-            moved[:keep] = mv[off : off + keep]  # type: ignore[index]
-        mv = None
-        with self._zero_lock:
-            self._free_locked(off, "realloc()")
-        return moved
-
-    def _live_block(self, offset: object, what: str) -> Tuple[int, int]:
-        off = _as_size(offset, "offset")
-        out = ffi.new("uint64_t[3]")
-        status = lib.shared_block_at(self._h, min(off, _U64_MAX), out, out + 1, out + 2)
-        if status == lib.BUDDY_OK and out[0] != off:
-            status = lib.BUDDY_EINTERIOR
-        if status:
-            raise self._error(status, f"{what} at offset {off}")
-        return off, int(out[2])
