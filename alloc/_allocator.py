@@ -371,6 +371,33 @@ class _Pool:
             raise self._error(status, f"{what} at offset {off}")
         return off, int(out[2])
 
+    def _refusal(self, size: int, code: int, count: int = 1, align: int = 1) -> Exception:
+        """The exception for a request the pool refused (and counted)."""
+        if self._h == ffi.NULL:
+            return _never_created(self)
+        if self._closed:
+            return ValueError("the allocator is closed")
+        what = f"{count} blocks of {size} bytes" if count != 1 else f"{size} bytes"
+        if align > 1:
+            what += f" aligned to {align}"
+        if code == _USE_AFTER_FREE:
+            return _use_after_free(self._h, f"cannot allocate {what}")
+        if code == _NO_TABLE:
+            return MemoryError(
+                f"cannot allocate {what}: the allocator's table of block "
+                "sizes could not grow (the process is out of memory; the "
+                "allocator itself had room)"
+            )
+        block = max(_block_size(size, self._min_size), align)
+        return OutOfMemory(
+            f"cannot allocate {what}: that needs "
+            f"{'' if count == 1 else f'{count} '}"
+            f"{block}-byte block"
+            f"{'' if count == 1 else 's'}, and the largest free block is "
+            f"{self.largest_free} bytes "
+            f"(capacity {self._capacity}, {self.bytes_free} bytes free)"
+        )
+
     def _debug_fail_next_table_growth(self) -> None:
         """Testing aid: the next time the binding's table of block sizes
         must grow, it fails (as when malloc returns NULL)."""
@@ -810,33 +837,6 @@ class BuddyAllocator(_Pool):
                 self._zero.update(zip(offsets, views))
         return views
 
-    def _refusal(self, size: int, code: int, count: int = 1, align: int = 1) -> Exception:
-        """The exception for a request the pool refused (and counted)."""
-        if self._h == ffi.NULL:
-            return _never_created(self)
-        if self._closed:
-            return ValueError("the allocator is closed")
-        what = f"{count} blocks of {size} bytes" if count != 1 else f"{size} bytes"
-        if align > 1:
-            what += f" aligned to {align}"
-        if code == _USE_AFTER_FREE:
-            return _use_after_free(self._h, f"cannot allocate {what}")
-        if code == _NO_TABLE:
-            return MemoryError(
-                f"cannot allocate {what}: the allocator's table of block "
-                "sizes could not grow (the process is out of memory; the "
-                "arena itself had room)"
-            )
-        block = max(_block_size(size, self._min_size), align)
-        return OutOfMemory(
-            f"cannot allocate {what}: that needs "
-            f"{'' if count == 1 else f'{count} '}"
-            f"{block}-byte block"
-            f"{'' if count == 1 else 's'}, and the largest free block is "
-            f"{self.largest_free} bytes "
-            f"(capacity {self._capacity}, {self.bytes_free} bytes free)"
-        )
-
     def free(self, block: BufferLike) -> None:
         """Return a block: the view :meth:`alloc` gave, or any buffer over
         exactly the same bytes.
@@ -1152,28 +1152,6 @@ class OffsetAllocator(_Pool):
         if status:
             raise self._refusal(n, status, count=c)
         return ffi.unpack(out, c) if c else []
-
-    def _refusal(self, size: int, code: int, count: int = 1, align: int = 1) -> Exception:
-        if self._h == ffi.NULL:
-            return _never_created(self)
-        if self._closed:
-            return ValueError("the allocator is closed")
-        what = f"{count} blocks of {size} bytes" if count != 1 else f"{size} bytes"
-        if align > 1:
-            what += f" aligned to {align}"
-        if code == _NO_TABLE:
-            return MemoryError(
-                f"cannot allocate {what}: the allocator's table of block "
-                "sizes could not grow (the process is out of memory)"
-            )
-        block = max(_block_size(size, self._min_size), align)
-        return OutOfMemory(
-            f"cannot allocate {what}: that needs "
-            f"{'' if count == 1 else f'{count} '}{block}-byte block"
-            f"{'' if count == 1 else 's'}, and the largest free block is "
-            f"{self.largest_free} bytes "
-            f"(capacity {self._capacity}, {self.bytes_free} bytes free)"
-        )
 
     def free(self, offset: int) -> None:
         """Free the live block that starts at ``offset``.  :class:`ValueError`
