@@ -4,6 +4,7 @@
  * functions the binding calls).
  */
 #include "pool.h"
+#include "arena_map.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -663,16 +664,10 @@ buddy_status pool_block_at(alloc_pool_t *p, uint64_t offset, uint64_t *start,
     return status;
 }
 
-/* Adds the bytes of [a, b) to the cells of `cell` bytes they fall in. */
-static void map_add(uint64_t *cells, uint64_t cell, uint64_t a, uint64_t b)
+/* arena_map_walk's view of the size table (a const alloc_pool_t *). */
+static uint64_t pool_requested_of(const void *ctx, uint64_t start, uint64_t size)
 {
-    while (a < b) {
-        uint64_t c = a / cell, end = (c + 1) * cell;
-        if (end > b)
-            end = b;
-        cells[c] += end - a;
-        a = end;
-    }
+    return table_requested(ctx, start, size);
 }
 
 buddy_status pool_map(alloc_pool_t *p, uint64_t ncells, uint64_t *requested,
@@ -688,22 +683,10 @@ buddy_status pool_map(alloc_pool_t *p, uint64_t ncells, uint64_t *requested,
     for (uint64_t c = 0; c < ncells; c++)
         requested[c] = wasted[c] = free_bytes[c] = 0;
     LOCK(p);
-    buddy_status status = p->slots == NULL ? BUDDY_ECLOSED : BUDDY_OK;
-    for (uint64_t off = 0; status == BUDDY_OK && off < p->capacity;) {
-        uint64_t start = 0, size = 0;
-        int is_free = 0;
-        status = buddy_block_at(p->core, off, &start, &size, &is_free);
-        if (status != BUDDY_OK)
-            break;
-        if (is_free) {
-            map_add(free_bytes, cell, start, start + size);
-        } else {
-            uint64_t r = table_requested(p, start, size);
-            map_add(requested, cell, start, start + r);
-            map_add(wasted, cell, start + r, start + size);
-        }
-        off = start + size;
-    }
+    buddy_status status = p->slots == NULL
+        ? BUDDY_ECLOSED
+        : arena_map_walk(p->core, p->capacity, cell, pool_requested_of, p,
+                         requested, wasted, free_bytes);
     UNLOCK(p);
     return status;
 }

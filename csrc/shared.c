@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "shared.h"
+#include "arena_map.h"
 
 #include <errno.h>
 
@@ -788,6 +789,18 @@ int shared_resize(shared_t *h, uint64_t offset, uint64_t new_size)
     return status;
 }
 
+/* The requested size of the live block [start, start + size), from the
+ * records (a const shared_t *: also arena_map_walk's view of them). */
+static uint64_t shared_requested_of(const void *ctx, uint64_t start, uint64_t size)
+{
+    const shared_t *h = ctx;
+    unsigned t = rec_tag(h, start >> h->shift);
+    uint64_t block = size, r = size, align = 0;
+    if (t != 0)
+        rec_read(h, start >> h->shift, t, &block, &r, &align);
+    return r;
+}
+
 int shared_block_at(shared_t *h, uint64_t offset, uint64_t *start,
                     uint64_t *size, uint64_t *requested)
 {
@@ -799,26 +812,10 @@ int shared_block_at(shared_t *h, uint64_t offset, uint64_t *start,
     status = buddy_block_at(h->core, offset, start, size, &is_free);
     if (status == BUDDY_OK && is_free)
         status = BUDDY_EFREE;
-    if (status == BUDDY_OK) {
-        unsigned t = rec_tag(h, *start >> h->shift);
-        uint64_t block = *size, align = 0;
-        *requested = *size;
-        if (t != 0)
-            rec_read(h, *start >> h->shift, t, &block, requested, &align);
-    }
+    if (status == BUDDY_OK)
+        *requested = shared_requested_of(h, *start, *size);
     lock_leave(h, gil);
     return status;
-}
-
-static void map_add(uint64_t *cells, uint64_t cell, uint64_t a, uint64_t b)
-{
-    while (a < b) {
-        uint64_t c = a / cell, end = (c + 1) * cell;
-        if (end > b)
-            end = b;
-        cells[c] += end - a;
-        a = end;
-    }
 }
 
 int shared_map(shared_t *h, uint64_t ncells, uint64_t *requested,
@@ -835,24 +832,8 @@ int shared_map(shared_t *h, uint64_t ncells, uint64_t *requested,
     int status = lock_enter(h, &gil);
     if (status != BUDDY_OK)
         return status;
-    for (uint64_t off = 0; status == BUDDY_OK && off < h->capacity;) {
-        uint64_t start = 0, size = 0;
-        int is_free = 0;
-        status = buddy_block_at(h->core, off, &start, &size, &is_free);
-        if (status != BUDDY_OK)
-            break;
-        if (is_free) {
-            map_add(free_bytes, cell, start, start + size);
-        } else {
-            unsigned t = rec_tag(h, start >> h->shift);
-            uint64_t block = size, r = size, align = 0;
-            if (t != 0)
-                rec_read(h, start >> h->shift, t, &block, &r, &align);
-            map_add(requested, cell, start, start + r);
-            map_add(wasted, cell, start + r, start + size);
-        }
-        off = start + size;
-    }
+    status = arena_map_walk(h->core, h->capacity, cell, shared_requested_of, h,
+                            requested, wasted, free_bytes);
     lock_leave(h, gil);
     return status;
 }
