@@ -400,10 +400,21 @@ class _Pool:
 
     def _debug_fail_next_table_growth(self) -> None:
         """Testing aid: the next time the binding's table of block sizes
-        must grow, it fails (as when malloc returns NULL)."""
+        must grow, it fails (as when malloc returns NULL).  Only blocks
+        larger than their size needs have a table record unless
+        :meth:`_debug_table_only` was called."""
         if self._h == ffi.NULL:
             raise _never_created(self)
         lib.pool_debug_fail_growth(self._h)
+
+    def _debug_table_only(self) -> None:
+        """Testing aid: keep every record of a block's requested size in
+        the table, as a pool whose request array could not be reserved
+        does (csrc/pool.h).  Only while no block is live."""
+        if self._h == ffi.NULL:
+            raise _never_created(self)
+        if lib.pool_debug_table_only(self._h):
+            raise ValueError("blocks are live: their records stay where they are")
 
     def block_size(self, size: int) -> int:
         """The block size :meth:`alloc` would take for ``size`` bytes, or 0

@@ -7,17 +7,24 @@
  * buffer into "this exact live block" or a buddy_status saying why not,
  * and frees it; Python keeps no per-block records.
  *
- * Sizes live in an open-addressing hash table keyed by offset (16 bytes a
- * slot, at most half full, so 32-64 bytes per live block;
- * the table never shrinks).  Insert and
- * delete are expected O(1); the table doubles when half full, so an alloc
- * that triggers a doubling costs O(live blocks) once.  This table is the
- * binding's bookkeeping, not the core's metadata (buddy.h's bound holds).
+ * Sizes live in the request array: a few bytes per minimum block of the
+ * capacity (1 byte up to min_size 128, 2 up to 32 KiB, ...), where the
+ * bytes under a live block say how much of it was requested (pool.c, rec_,
+ * says how).  Reading or writing a record is one load or store at the
+ * block's offset: O(1) in the worst case, nothing to grow.  The array is
+ * reserved, not committed (the OS backs a page of it once a record is
+ * written there), so a pool costs min_size-th of its capacity at most.
  * An exact fit -- a block requested with exactly its block size, a power
- * of two >= min_size -- has no slot: the core knows its size.  That keeps
- * the table out of the way of the commonest requests (measured: a 64-byte
- * alloc+free pair on a 64 MiB arena, -20 ns in C; a million 64-byte blocks
- * live, no 32 MiB table).
+ * of two >= min_size -- writes no record: the core knows its size.
+ *
+ * Beside it an open-addressing hash table keyed by offset (16 bytes a
+ * slot, at most half full; it doubles when half full, so the alloc that
+ * doubles it costs O(its entries) once, and it never shrinks) holds what
+ * the array cannot: blocks larger than their size needs (pool_alloc_aligned
+ * says by how much), and every record of a pool whose array could not be
+ * reserved (an arena of more than 2^40 minimum blocks, or no memory).
+ * Both are the binding's bookkeeping, not the core's metadata (buddy.h's
+ * bound holds).
  *
  * Threads: like buddy.h -- callers serialise (the GIL); with BUDDY_LOCKED
  * every function holds the pool's own mutex.
@@ -102,8 +109,15 @@ buddy_status pool_guard_scan(alloc_pool_t *p, uint64_t *where);
 uint64_t pool_guard_find(const alloc_pool_t *p, uint64_t offset, uint64_t len,
                          unsigned char byte);
 
-/* Testing aid: the next time the size table must grow, it fails. */
+/* Testing aids: the next time the size table must grow, it fails; and
+ * pool_debug_table_only makes a pool with no live block keep every record
+ * in the table, as one whose request array could not be reserved does
+ * (BUDDY_EINVAL if a block is live). */
 void pool_debug_fail_growth(alloc_pool_t *p);
+buddy_status pool_debug_table_only(alloc_pool_t *p);
+
+/* Bytes of the request array (reserved; 0 if the pool has none). */
+uint64_t pool_record_bytes(const alloc_pool_t *p);
 
 /* Frees the live block whose bytes are exactly [ptr, ptr + len): it must
  * start at a live block and len must equal the size that block was

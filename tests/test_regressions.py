@@ -681,7 +681,10 @@ def _trip_table_growth(pool, method, size=10, limit=2000):
     """Arm the hook, then allocate until a call fails; return the views that
     succeeded, the snapshot before the failing call, and its outcome (the
     exception, or None for try_alloc).  The size must not fill its block
-    exactly: an exact fit has no record in the table (csrc/pool.h)."""
+    exactly: an exact fit has no record in the table (csrc/pool.h).  The
+    pool keeps every record in the table (as one whose request array could
+    not be reserved): only the table grows."""
+    pool._debug_table_only()
     pool._debug_fail_next_table_growth()
     held = []
     for _ in range(limit):
@@ -737,6 +740,7 @@ def test_exact_fits_need_no_table_growth(method):
     table, so an armed growth failure does not touch it; the first request
     that needs a record gets the failure."""
     pool = BuddyAllocator(1 << 16, min_size=16)
+    pool._debug_table_only()
     pool._debug_fail_next_table_growth()
     held = []
     for size in (16, 32, 64, 1024, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16):

@@ -63,7 +63,7 @@ static void expect_same_stats(alloc_pool_t *p, const buddy_stats_t *before,
     CHECK(memcmp(&now, before, sizeof now) == 0, "%s changed the stats", what);
 }
 
-static void trace(uint64_t capacity, uint64_t min_size, int steps)
+static void trace(uint64_t capacity, uint64_t min_size, int steps, int table_only)
 {
     char *arena = malloc(capacity);
     alloc_pool_t *p = NULL;
@@ -73,6 +73,10 @@ static void trace(uint64_t capacity, uint64_t min_size, int steps)
         free(arena);
         return;
     }
+    CHECK(pool_record_bytes(p) > 0, "a small pool has a request array");
+    if (table_only)
+        CHECK(pool_debug_table_only(p) == BUDDY_OK && pool_record_bytes(p) == 0,
+              "table-only mode");
     live_t *lv = calloc(capacity / min_size + 1, sizeof *lv);
     uint64_t n = 0, peak = 0, requested = 0;
     char msg[256];
@@ -132,15 +136,132 @@ static void trace(uint64_t capacity, uint64_t min_size, int steps)
         CHECK(pool_free(p, arena + lv[n].off, lv[n].size) == BUDDY_OK, "drain");
     }
     CHECK(buddy_stats(pool_core(p))->live_blocks == 0, "blocks left after drain");
-    CHECK(peak > 64, "the trace never grew the table (peak %" PRIu64 ")", peak);
+    CHECK(peak > 64, "the trace never held many blocks (peak %" PRIu64 ")", peak);
+    CHECK(table_only || pool_table_bytes(p) == 256, "plain blocks grew the table");
     pool_destroy(p);
     free(lv);
     free(arena);
 }
 
-static void trace_many_small(void) { trace(64 * 1024, 16, 20000); }
-static void trace_odd_capacity(void) { trace(1000 * 64, 64, 10000); }
-static void trace_min_size_1(void) { trace(4096, 1, 10000); }
+static void trace_many_small(void) { trace(64 * 1024, 16, 20000, 0); }
+static void trace_odd_capacity(void) { trace(1000 * 64, 64, 10000, 0); }
+static void trace_min_size_1(void) { trace(4096, 1, 10000, 0); }
+static void trace_table_only(void)
+{
+    trace(64 * 1024, 16, 20000, 1);
+    trace(1000 * 64, 64, 10000, 1);
+    trace(4096, 1, 10000, 1);
+}
+
+/* The request array against the table: two pools, one keeping every record
+ * in the table, driven through the same random calls -- plain, aligned and
+ * congruent allocations, resizes, frees by buffer (right and wrong
+ * lengths: off by one, another order's, the block size), frees by offset,
+ * block_at -- must answer every call alike.  A stale or misread record
+ * would show as a different answer.  min_size 1, 16 and 512 give record
+ * units of 1 and 2 bytes. */
+static void records_match_table(uint64_t capacity, uint64_t min_size, int steps)
+{
+    char *arena = aligned_alloc(4096, (capacity + 4095) / 4096 * 4096);
+    alloc_pool_t *p[2] = {NULL, NULL};
+    for (int m = 0; m < 2; m++)
+        CHECK(arena && pool_new(capacity, min_size, (uintptr_t)arena, &p[m]) == BUDDY_OK,
+              "pool_new");
+    if (p[0] == NULL || p[1] == NULL) {
+        pool_destroy(p[0]);
+        pool_destroy(p[1]);
+        free(arena);
+        return;
+    }
+    CHECK(pool_debug_table_only(p[1]) == BUDDY_OK, "table-only mode");
+    live_t *lv = calloc(capacity / min_size + 1, sizeof *lv);
+    uint64_t n = 0;
+    for (int step = 0; step < steps && g_failed_checks < 20; step++) {
+        uint64_t r = rnd() % 10;
+        int64_t got[2];
+        if (r < 5 || n == 0) {
+            uint64_t size = rnd() % ((capacity >> (rnd() % 6 + 3)) + 1);
+            uint64_t kind = rnd() % 8, align = (uint64_t)1 << (rnd() % 12);
+            for (int m = 0; m < 2; m++)
+                got[m] = kind == 0 ? pool_alloc_aligned(p[m], size, align, 0, 0)
+                         : kind == 1 ? pool_alloc_aligned(p[m], size, 0, align, size % align)
+                         : pool_alloc(p[m], size);
+            CHECK(got[0] == got[1], "step %d: alloc(%" PRIu64 ") %" PRId64 " vs %" PRId64,
+                  step, size, got[0], got[1]);
+            if (got[0] >= 0) {
+                lv[n].off = (uint64_t)got[0];
+                lv[n].size = size;
+                n++;
+            }
+            continue;
+        }
+        uint64_t k = rnd() % n;
+        live_t *b = &lv[k];
+        uint64_t lens[] = {b->size + 1, b->size ? b->size - 1 : 7, b->size * 2 + 1,
+                           b->size / 2, buddy_block_size(pool_core(p[0]), b->size), 1};
+        for (unsigned x = 0; x < sizeof lens / sizeof lens[0]; x++) {
+            if (lens[x] == b->size)
+                continue;
+            for (int m = 0; m < 2; m++)
+                got[m] = pool_free(p[m], arena + b->off, lens[x]);
+            CHECK(got[0] == got[1] && got[0] != BUDDY_OK,
+                  "step %d: free(%" PRIu64 ", %" PRIu64 " not %" PRIu64 ") %d vs %d",
+                  step, b->off, lens[x], b->size, (int)got[0], (int)got[1]);
+        }
+        uint64_t st[2], sz[2], rq[2], at = b->off + rnd() % (b->size ? b->size : 1);
+        for (int m = 0; m < 2; m++)
+            got[m] = pool_block_at(p[m], at, &st[m], &sz[m], &rq[m]);
+        CHECK(got[0] == got[1] && (got[0] != BUDDY_OK ||
+              (st[0] == st[1] && sz[0] == sz[1] && rq[0] == rq[1] && rq[0] == b->size)),
+              "step %d: block_at(%" PRIu64 " size %" PRIu64 ") %d/%d start %" PRIu64 "/%" PRIu64
+              " block %" PRIu64 "/%" PRIu64 " requested %" PRIu64 "/%" PRIu64, step,
+              b->off, b->size, (int)got[0], (int)got[1], st[0], st[1], sz[0], sz[1], rq[0], rq[1]);
+        if (r == 5) { /* resize in place, or not */
+            uint64_t to = rnd() % (2 * b->size + 64);
+            for (int m = 0; m < 2; m++)
+                got[m] = pool_resize(p[m], b->off, to);
+            CHECK(got[0] == got[1], "step %d: resize %d vs %d", step, (int)got[0], (int)got[1]);
+            if (got[0] == BUDDY_OK)
+                b->size = to;
+            continue;
+        }
+        for (int m = 0; m < 2; m++)
+            got[m] = r == 6 ? pool_free_at(p[m], b->off)
+                            : pool_free(p[m], arena + b->off, b->size);
+        CHECK(got[0] == BUDDY_OK && got[1] == BUDDY_OK, "step %d: free %d vs %d",
+              step, (int)got[0], (int)got[1]);
+        *b = lv[--n];
+    }
+    buddy_stats_t s0, s1;
+    buddy_snapshot(pool_core(p[0]), &s0);
+    buddy_snapshot(pool_core(p[1]), &s1);
+    CHECK(memcmp(&s0, &s1, sizeof s0) == 0, "the statistics differ");
+    while (n > 0) {
+        n--;
+        for (int m = 0; m < 2; m++)
+            CHECK(pool_free(p[m], arena + lv[n].off, lv[n].size) == BUDDY_OK, "drain");
+    }
+    /* every record was cleared: exact fits everywhere now read as such */
+    uint64_t block = min_size << 2, count = 0;
+    for (int64_t at; (at = pool_alloc(p[0], block)) >= 0; count++) {
+        buddy_status why = pool_free(p[0], arena + at, block - 1);
+        CHECK(why == BUDDY_ESIZE, "refill: a free of the %" PRIu64 "-byte block at %"
+              PRId64 " one byte short: %d", block, at, (int)why);
+    }
+    CHECK(count == capacity / block, "refilled with %" PRIu64 " blocks", count);
+    pool_destroy(p[0]);
+    pool_destroy(p[1]);
+    free(lv);
+    free(arena);
+}
+
+static void records_match_table_all(void)
+{
+    records_match_table(64 * 1024, 16, 30000);
+    records_match_table(4096, 1, 20000);
+    records_match_table(1 << 22, 512, 20000);
+    records_match_table(1000 * 64, 64, 20000);
+}
 
 static void closed_pool(void)
 {
@@ -277,6 +398,8 @@ int main(void)
     run("trace_many_small", trace_many_small);
     run("trace_odd_capacity", trace_odd_capacity);
     run("trace_min_size_1", trace_min_size_1);
+    run("trace_table_only", trace_table_only);
+    run("records_match_table", records_match_table_all);
     run("closed_pool", closed_pool);
     run("aligned_and_resized", aligned_and_resized);
     run("exact_fits", exact_fits);
