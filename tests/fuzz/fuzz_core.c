@@ -46,7 +46,9 @@
  * (taken modulo OP_COUNT) followed by its arguments:
  *
  *   NEW args:  flags  bit 0: 1 = pool_* API, 0 = buddy_* API;
- *                     bits 1-7: pool base address = (1 + bits) * 0x10000
+ *                     bits 1-6: pool base address = (1 + bits) * 0x10000;
+ *                     bit 7: the pool keeps every record in its size
+ *                     table (pool_debug_table_only), not its request array
  *              MIN    min_size   (decode_min)
  *              CAP    capacity   (decode_cap)
  *   SIZE:      mode, a [, more]  (decode_size)
@@ -193,6 +195,7 @@ typedef struct live {
 typedef struct model {
     bool exists;         /* an allocator was created (else ops are skipped) */
     bool pool;           /* pool_* API (else buddy_*) */
+    bool table_only;     /* pool: records in the size table only */
     buddy_t *b;          /* the core (pool_core(p) in pool mode) */
     alloc_pool_t *p;
     uintptr_t base;      /* pool: the fake arena address (never touched) */
@@ -399,8 +402,10 @@ static void check_all(void)
         EXPECT(lf == M.frozen_largest, "after close, largest_free went from "
                "%llu to %llu", U(M.frozen_largest), U(lf));
         if (M.pool)
-            EXPECT(pool_table_bytes(M.p) == 0, "closed pool still has a "
-                   "%llu-byte size table", U(pool_table_bytes(M.p)));
+            EXPECT(pool_table_bytes(M.p) == 0 && pool_record_bytes(M.p) == 0,
+                   "closed pool still has a %llu-byte size table and a "
+                   "%llu-byte request array", U(pool_table_bytes(M.p)),
+                   U(pool_record_bytes(M.p)));
         return;
     }
 
@@ -428,14 +433,19 @@ static void check_all(void)
            "free block is %llu", U(lf), U(oracle_largest()));
 
     if (M.pool) {
-        uint64_t tb = pool_table_bytes(M.p), slotted = 0;
-        /* 16-byte slots, a power of two of them, at most half in use; an
-         * exact fit (requested == block size) may have none (pool.h) */
+        uint64_t tb = pool_table_bytes(M.p), rb = pool_record_bytes(M.p), slotted = 0;
+        /* Table-only: 16-byte slots, a power of two of them, at most half
+         * in use; an exact fit (requested == block size) has none.  With a
+         * request array (a byte or more per minimum block, plus 8), plain
+         * blocks have no slot at all (pool.h). */
         for (uint32_t x = 0; x < M.nlive; x++)
             slotted += M.live[x].req != M.live[x].blk;
-        EXPECT(tb != 0 && (tb & (tb - 1)) == 0 && tb >= 32 * slotted,
+        EXPECT(tb != 0 && (tb & (tb - 1)) == 0 && (!M.table_only || tb >= 32 * slotted),
                "size table of %llu bytes for %llu live blocks that are no "
                "exact fit", U(tb), U(slotted));
+        EXPECT(M.table_only ? rb == 0 : rb >= M.n + 8, "a %llu-byte request "
+               "array for %llu minimum blocks%s", U(rb), U(M.n),
+               M.table_only ? " in table-only mode" : "");
     }
 }
 
@@ -891,8 +901,8 @@ static void do_new(reader_t *r)
     uint8_t flags = get8(r);
     uint64_t m = decode_min(r);
     uint64_t c = decode_cap(r, m);
-    bool pool = flags & 1;
-    uintptr_t base = ((uintptr_t)(flags >> 1) + 1) << 16;
+    bool pool = flags & 1, table_only = pool && (flags & 0x80);
+    uintptr_t base = ((uintptr_t)((flags >> 1) & 0x3f) + 1) << 16;
     bool valid = args_valid(c, m);
     trace("  %s_new(capacity %llu, min_size %llu)%s", pool ? "pool" : "buddy",
           U(c), U(m), valid ? "" : " invalid");
@@ -917,6 +927,7 @@ static void do_new(reader_t *r)
     }
 
     M.pool = pool;
+    M.table_only = table_only;
     M.base = base;
     M.m = m;
     M.n = c / m;
@@ -933,6 +944,8 @@ static void do_new(reader_t *r)
         st = pool_new(c, m, base, &M.p);
         if (st == BUDDY_OK)
             M.b = pool_core(M.p);
+        if (st == BUDDY_OK && table_only && pool_debug_table_only(M.p) != BUDDY_OK)
+            fail("pool_debug_table_only refused an empty pool");
     } else {
         st = buddy_new(c, m, &M.b);
     }
