@@ -2,34 +2,23 @@
  * seam.c -- see seam.h.  Needs Python.h: built only into the extension.
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#include "seam.h"
+#include "seam_py.h"
 
 #if defined(BUDDY_LOCKED) && BUDDY_LOCKED
 #include <pthread.h>
-static pthread_mutex_t seam_slots_lock = PTHREAD_MUTEX_INITIALIZER;
-#define SLOTS_LOCK() pthread_mutex_lock(&seam_slots_lock)
-#define SLOTS_UNLOCK() pthread_mutex_unlock(&seam_slots_lock)
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+#define SLOTS_LOCK() pthread_mutex_lock(&slots_lock)
+#define SLOTS_UNLOCK() pthread_mutex_unlock(&slots_lock)
 #else
 #define SLOTS_LOCK() ((void)0)
 #define SLOTS_UNLOCK() ((void)0)
 #endif
 
-/* The pool bound to each slot, or NULL (see seam.h).  With BUDDY_LOCKED
- * (free-threaded Python) a slot is read with acquire and written with
- * release ordering; elsewhere the GIL orders them. */
-static alloc_pool_t *seam_slots[SEAM_SLOTS];
-#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
-#define SLOT_GET(k) __atomic_load_n(&seam_slots[k], __ATOMIC_ACQUIRE)
-#define SLOT_SET(k, p) __atomic_store_n(&seam_slots[k], (p), __ATOMIC_RELEASE)
-#else
-#define SLOT_GET(k) (seam_slots[k])
-#define SLOT_SET(k, p) ((void)(seam_slots[k] = (p)))
-#endif
+/* The pool bound to each slot, or NULL (see seam.h). */
+static void *seam_slots[SEAM_SLOTS];
+#define SLOT_GET(k) ((alloc_pool_t *)SEAM_SLOT_GET(seam_slots, k))
 
-/* The object's bytes as (pointer, length), or why not. */
-static int seam_buffer(PyObject *obj, Py_buffer *view)
+int seam_buffer(PyObject *obj, Py_buffer *view)
 {
     if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) != 0) {
         PyErr_Clear();
@@ -60,24 +49,11 @@ int seam_free(alloc_pool_t *p, uintptr_t obj)
     return status;
 }
 
+static int free_one(void *p, uintptr_t obj) { return seam_free(p, obj); }
+
 int seam_free_many(alloc_pool_t *p, uintptr_t list, uint64_t *index)
 {
-    PyObject *items = (PyObject *)list;
-    if (p == NULL)
-        return SEAM_NO_POOL;
-    /* The length is read again on every step: a buffer exporter written in
-     * Python may run code (and change the list) inside PyObject_GetBuffer. */
-    for (Py_ssize_t i = (Py_ssize_t)*index; i < PyList_GET_SIZE(items); i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
-        Py_INCREF(item);
-        int status = seam_free(p, (uintptr_t)item);
-        Py_DECREF(item);
-        if (status != BUDDY_OK) {
-            *index = (uint64_t)i;
-            return status;
-        }
-    }
-    return BUDDY_OK;
+    return seam_free_list(p, list, index, free_one);
 }
 
 int seam_slices(uintptr_t view, uint64_t size, const uint64_t *offsets,
@@ -99,13 +75,13 @@ int seam_slices(uintptr_t view, uint64_t size, const uint64_t *offsets,
 
 /* ---- slots ---------------------------------------------------------------- */
 
-int seam_bind(alloc_pool_t *p)
+int seam_slot_bind(void **slots, int n, void *h)
 {
     int slot = -1;
     SLOTS_LOCK();
-    for (int k = 0; p != NULL && k < SEAM_SLOTS && slot < 0; k++) {
-        if (SLOT_GET(k) == NULL) {
-            SLOT_SET(k, p);
+    for (int k = 0; h != NULL && k < n && slot < 0; k++) {
+        if (SEAM_SLOT_GET(slots, k) == NULL) {
+            __atomic_store_n(&slots[k], h, __ATOMIC_RELEASE);
             slot = k;
         }
     }
@@ -113,13 +89,20 @@ int seam_bind(alloc_pool_t *p)
     return slot;
 }
 
-void seam_destroy(alloc_pool_t *p)
+void seam_slot_unbind(void **slots, int n, void *h)
 {
     SLOTS_LOCK();
-    for (int k = 0; p != NULL && k < SEAM_SLOTS; k++)
-        if (SLOT_GET(k) == p)
-            SLOT_SET(k, NULL);
+    for (int k = 0; h != NULL && k < n; k++)
+        if (SEAM_SLOT_GET(slots, k) == h)
+            __atomic_store_n(&slots[k], NULL, __ATOMIC_RELEASE);
     SLOTS_UNLOCK();
+}
+
+int seam_bind(alloc_pool_t *p) { return seam_slot_bind(seam_slots, SEAM_SLOTS, p); }
+
+void seam_destroy(alloc_pool_t *p)
+{
+    seam_slot_unbind(seam_slots, SEAM_SLOTS, p);
     pool_destroy(p);
 }
 

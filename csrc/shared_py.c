@@ -4,24 +4,12 @@
  * preamble's redefinition applies to the preamble alone).
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#include "seam.h"
+#include "seam_py.h"
 #include "shared_py.h"
 
-#if defined(BUDDY_LOCKED) && BUDDY_LOCKED
-#include <pthread.h>
-static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
-#define SLOTS_LOCK() pthread_mutex_lock(&slots_lock)
-#define SLOTS_UNLOCK() pthread_mutex_unlock(&slots_lock)
-#else
-#define SLOTS_LOCK() ((void)0)
-#define SLOTS_UNLOCK() ((void)0)
-#endif
-
-static shared_t *slots[SHARED_SLOTS];
-#define SLOT_GET(k) __atomic_load_n(&slots[k], __ATOMIC_ACQUIRE)
-#define SLOT_SET(k, h) __atomic_store_n(&slots[k], (h), __ATOMIC_RELEASE)
+/* The handle bound to each slot, or NULL (seam_py.h). */
+static void *slots[SHARED_SLOTS];
+#define SLOT_GET(k) ((shared_t *)SEAM_SLOT_GET(slots, k))
 
 static void *py_release(void) { return PyEval_SaveThread(); }
 
@@ -34,56 +22,26 @@ int shared_seam_free(shared_t *h, uintptr_t obj)
     Py_buffer view;
     if (h == NULL)
         return SEAM_NO_POOL;
-    if (PyObject_GetBuffer((PyObject *)obj, &view, PyBUF_SIMPLE) != 0) {
-        PyErr_Clear();
-        return SEAM_NOT_A_BUFFER;
-    }
-    int status = SEAM_EMPTY;
-    if (view.len != 0)
-        status = shared_free(h, view.buf, (uint64_t)view.len);
+    int status = seam_buffer((PyObject *)obj, &view);
+    if (status != BUDDY_OK)
+        return status;
+    status = shared_free(h, view.buf, (uint64_t)view.len);
     PyBuffer_Release(&view);
     return status;
 }
 
+static int free_one(void *h, uintptr_t obj) { return shared_seam_free(h, obj); }
+
 int shared_seam_free_many(shared_t *h, uintptr_t list, uint64_t *index)
 {
-    PyObject *items = (PyObject *)list;
-    if (h == NULL)
-        return SEAM_NO_POOL;
-    for (Py_ssize_t i = (Py_ssize_t)*index; i < PyList_GET_SIZE(items); i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
-        Py_INCREF(item);
-        int status = shared_seam_free(h, (uintptr_t)item);
-        Py_DECREF(item);
-        if (status != BUDDY_OK) {
-            *index = (uint64_t)i;
-            return status;
-        }
-    }
-    return BUDDY_OK;
+    return seam_free_list(h, list, index, free_one);
 }
 
-int shared_py_bind(shared_t *h)
-{
-    int slot = -1;
-    SLOTS_LOCK();
-    for (int k = 0; h != NULL && k < SHARED_SLOTS && slot < 0; k++) {
-        if (SLOT_GET(k) == NULL) {
-            SLOT_SET(k, h);
-            slot = k;
-        }
-    }
-    SLOTS_UNLOCK();
-    return slot;
-}
+int shared_py_bind(shared_t *h) { return seam_slot_bind(slots, SHARED_SLOTS, h); }
 
 void shared_py_destroy(shared_t *h)
 {
-    SLOTS_LOCK();
-    for (int k = 0; h != NULL && k < SHARED_SLOTS; k++)
-        if (SLOT_GET(k) == h)
-            SLOT_SET(k, NULL);
-    SLOTS_UNLOCK();
+    seam_slot_unbind(slots, SHARED_SLOTS, h);
     shared_release(h);
 }
 

@@ -17,43 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_failed_checks, g_passed, g_failed;
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            g_failed_checks++;                                                \
-            printf("    %s:%d: ", __FILE__, __LINE__);                        \
-            printf(__VA_ARGS__);                                              \
-            printf("\n");                                                     \
-        }                                                                     \
-    } while (0)
-
-static uint64_t g_rng = 0x9E3779B97F4A7C15u;
-
-static uint64_t rnd(void) /* xorshift64 */
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
+#include "check.h"
 
 typedef struct live {
     uint64_t off, size;
 } live_t;
 
-static void run(const char *name, void (*fn)(void))
-{
-    int before = g_failed_checks;
-    fn();
-    int ok = g_failed_checks == before;
-    printf("%s %s\n", ok ? "ok  " : "FAIL", name);
-    if (ok)
-        g_passed++;
-    else
-        g_failed++;
-}
+static void run(const char *name, void (*fn)(void)) { run_with(name, fn, NULL); }
 
 static void expect_same_stats(alloc_pool_t *p, const buddy_stats_t *before,
                               const char *what)

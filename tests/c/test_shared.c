@@ -28,43 +28,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int g_failed_checks, g_passed, g_failed;
+#include "check.h"
+
 static char g_name[64];
 
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            g_failed_checks++;                                                \
-            printf("    %s:%d: ", __FILE__, __LINE__);                        \
-            printf(__VA_ARGS__);                                              \
-            printf("\n");                                                     \
-        }                                                                     \
-    } while (0)
-
-static uint64_t g_rng = 0x9E3779B97F4A7C15u;
-
-static uint64_t rnd(void) /* xorshift64 */
+/* Before and after each test: this process's segment name, unlinked. */
+static void fresh_name(void)
 {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
-
-static void run(const char *name, void (*fn)(void))
-{
-    int before = g_failed_checks;
     snprintf(g_name, sizeof g_name, "/alloc_test_shared_%d", (int)getpid());
     shared_unlink(g_name);
-    fn();
-    shared_unlink(g_name);
-    int ok = g_failed_checks == before;
-    printf("%s %s\n", ok ? "ok  " : "FAIL", name);
-    if (ok)
-        g_passed++;
-    else
-        g_failed++;
 }
+
+static void run(const char *name, void (*fn)(void)) { run_with(name, fn, fresh_name); }
 
 static void expect_sound(shared_t *h, const char *when)
 {

@@ -1,0 +1,58 @@
+/*
+ * seam_py.h -- what seam.c and shared_py.c share (internal; needs Python.h,
+ * so cffi's cdef never reads it): taking an object's buffer, freeing a
+ * list of blocks, and the slot tables behind the one-argument entry points
+ * (seam.h says why those exist).
+ */
+#ifndef ALLOC_SEAM_PY_H
+#define ALLOC_SEAM_PY_H
+
+#include <Python.h>
+
+#include "seam.h"
+
+/* The object's bytes as (pointer, length): BUDDY_OK, and the caller
+ * releases the view (PyBuffer_Release); or SEAM_NOT_A_BUFFER (the Python
+ * error cleared: the binding's slow path raises the one a user should see)
+ * or SEAM_EMPTY (a zero-length buffer, already released). */
+int seam_buffer(PyObject *obj, Py_buffer *view);
+
+/* free_many's loop: free_one(h, id(item)) for the items of the list at
+ * address `list` from index *index on; BUDDY_OK, or the first refusal
+ * with its index in *index (the items before it are freed).  The length
+ * is read again on every step: a buffer exporter written in Python may run
+ * code (and change the list) inside PyObject_GetBuffer.  Inline, so that
+ * each caller's free_one is a direct call. */
+static inline int seam_free_list(void *h, uintptr_t list, uint64_t *index,
+                                 int (*free_one)(void *, uintptr_t))
+{
+    PyObject *items = (PyObject *)list;
+    if (h == NULL)
+        return SEAM_NO_POOL;
+    for (Py_ssize_t i = (Py_ssize_t)*index; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        Py_INCREF(item);
+        int status = free_one(h, (uintptr_t)item);
+        Py_DECREF(item);
+        if (status != BUDDY_OK) {
+            *index = (uint64_t)i;
+            return status;
+        }
+    }
+    return BUDDY_OK;
+}
+
+/* A slot table: n handles, NULL where a slot is free.  A slot is read with
+ * acquire and written with release ordering (a plain load and store on
+ * x86), so an entry point running on a free-threaded build sees a handle
+ * only once it is complete; binding and unbinding are serialised by one
+ * lock (the GIL, or a mutex with BUDDY_LOCKED). */
+#define SEAM_SLOT_GET(slots, k) __atomic_load_n(&(slots)[k], __ATOMIC_ACQUIRE)
+
+/* Puts h in a free slot and returns its index, or -1 if none is free. */
+int seam_slot_bind(void **slots, int n, void *h);
+
+/* Empties h's slot, if it has one. */
+void seam_slot_unbind(void **slots, int n, void *h);
+
+#endif /* ALLOC_SEAM_PY_H */
