@@ -497,10 +497,11 @@ int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
     LOCK(p);
     int64_t off = POOL_REFUSED;
     if (p->slots != NULL) {
-        int exact = exact_fit(p, size); /* no slot to make room for */
-        if (!exact && size > buddy_largest_free(p->core)) {
+        int exact = exact_fit(p, size); /* no record to write */
+        int slot = !exact && record_needs_slot(p, 0); /* a table slot to reserve */
+        if (slot && size > buddy_largest_free(p->core)) {
             off = buddy_alloc(p->core, size); /* refused and counted there */
-        } else if (!exact && record_needs_slot(p, 0) && table_reserve(p, 1) != 0) {
+        } else if (slot && table_reserve(p, 1) != 0) {
             buddy_count_refusal(p->core);
             off = POOL_NO_TABLE;
         } else {
