@@ -214,13 +214,14 @@ static void table_insert(alloc_pool_t *p, uint64_t off, uint64_t size,
  * probe loops a free+alloc (C churn through pool_free/pool_alloc, 4096 live
  * blocks of 64-16384 bytes, 64 MiB / 64 B: 73 ns a step with the table
  * alone, 46 with this array, 34 with no record at all; Python churn-py,
- * medians of alternating processes: 433 -> 400 ns a step).  Its size is bounded by the capacity (rec_unit /
- * min_size of it: 1/16 at min_size 16, 1/64 at 64) where the table grew
- * with the live blocks (32-64 bytes each, so up to 4x the capacity for an
- * arena of tiny blocks); it is reserved, not committed: a page of it costs
- * memory once a record has been written there.  Where it cannot be
- * reserved (enormous sparse arenas such as an OffsetAllocator over 2^62
- * bytes) the pool keeps every record in the table, as before. */
+ * medians of alternating processes: 433 -> 400 ns a step).  Its size is
+ * bounded by the capacity (rec_unit / min_size of it: 1/16 at min_size 16,
+ * 1/64 at 64) where the table grew with the live blocks (32-64 bytes each,
+ * so up to 4x the capacity for an arena of tiny blocks); it is reserved,
+ * not committed: a page of it costs memory once a record has been written
+ * there.  Where it cannot be reserved (enormous sparse arenas such as an
+ * OffsetAllocator over 2^62 bytes) the pool keeps every record in the
+ * table, as before. */
 
 #define REC_MAX_BYTES ((uint64_t)1 << 40) /* larger: table only */
 #define REC_MMAP_MIN ((uint64_t)1 << 20)  /* from here on mmap, else calloc */
