@@ -26,7 +26,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import ROOT, arenamap, report
-from .workloads import C_PEERS, PY_PEERS, WORKLOADS, Workload
+from .workloads import C_PEERS, PY_PEERS, PY_PROCESSES, WORKLOADS, Workload
 from .workloads import select as select_workloads
 
 #: The exit status after Ctrl-C, as a shell reports a SIGINT death.
@@ -184,10 +184,34 @@ class Child:
 
 def run_job(w: Workload, variant: str, sides: List[str], quick: bool,
             progress: report.Progress) -> Dict[str, Dict[str, Any]]:
-    """Runs 0 (the warm-up) to runs of one variant, interleaved: run r of
-    ours, then run r of each peer (fillrand's malloc side with ours'
-    allocation counts of step r).  Returns side -> {samples: {part: [ns per
-    op, one per timed run]}, failures, extra, peak_rss_kib} or {error}."""
+    """Runs one variant in len(w.groups_for(quick)) groups of processes, one
+    process a side in each (run_group), and pools them: samples in order
+    (the pairing of run r of ours with run r of each peer holds across the
+    groups), failures and peak RSS the largest, the rest from the first
+    group.  Returns side -> {samples: {part: [ns per op, one per timed
+    run]}, failures, extra, peak_rss_kib} or {error}."""
+    groups = [run_group(w, variant, sides, quick, progress, n)
+              for n in w.groups_for(quick)]
+    for g in groups:
+        if any("error" in r for r in g.values()):
+            return g
+    out: Dict[str, Dict[str, Any]] = {}
+    for side in sides:
+        got = [g[side] for g in groups]
+        first = dict(got[0])
+        first["samples"] = {part: [v for x in got for v in x["samples"][part]]
+                            for part in got[0]["samples"]}
+        first["failures"] = max(x["failures"] for x in got)
+        first["peak_rss_kib"] = max(x.get("peak_rss_kib", 0) for x in got)
+        out[side] = first
+    return out
+
+
+def run_group(w: Workload, variant: str, sides: List[str], quick: bool,
+              progress: report.Progress, runs: int) -> Dict[str, Dict[str, Any]]:
+    """Runs 0 (the warm-up) to `runs` of one variant in one process a side,
+    interleaved: run r of ours, then run r of each peer (fillrand's malloc
+    side with ours' allocation counts of step r)."""
     name = f"{w.name} {variant}".strip()
     kids: Dict[str, Child] = {}
     steps: Dict[str, List[Dict[str, Any]]] = {s: [] for s in sides}
@@ -196,7 +220,7 @@ def run_job(w: Workload, variant: str, sides: List[str], quick: bool,
         for s in sides:  # in the try: Ctrl-C while starting them ends those started
             kids[s] = Child([w.name, s, "--variant", variant]
                             + (["--quick"] if quick else []))
-        for r in range(w.runs_for(quick) + 1):
+        for r in range(runs + 1):
             limits: List[int] = []
             for side in sides:
                 line = " ".join(map(str, [r, *limits]))
@@ -277,8 +301,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(report.wrap(f"Skipped {name}: {why}."), flush=True)
     ws = [w for w in ws if w.name not in skipped]
     jobs = plan(ws)
-    progress = report.Progress(1 + sum((w.runs_for(args.quick) + 1) * len(sides)
-                                       for w, _, sides in jobs), len(ws))
+    progress = report.Progress(1 + sum((w.runs_for(args.quick) + len(w.groups_for(args.quick)))
+                                       * len(sides) for w, _, sides in jobs), len(ws))
 
     idle: Dict[str, Any] = {}
     raw: Dict[str, Dict[str, Dict[str, Any]]] = {}
@@ -328,8 +352,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         + (f" (an idle interpreter peaks at {report.mib(idle_kib)} MiB)"
            if idle_kib else "")
         + "; the core's metadata is buddy_metadata_bytes() for the arena. "
-        "Runs: one warm-up, then the timed runs, each peer's run r right after "
-        f"ours' run r. Wall time {elapsed:.0f} s."))
+        "Runs: in each process one warm-up, then its timed runs, each peer's "
+        "run r right after ours' run r; a Python workload's runs are spread "
+        f"over {PY_PROCESSES} processes a side (--quick: one). Wall time "
+        f"{elapsed:.0f} s."))
     reproduce = "python -m benchmarks" + (" --quick" if args.quick else "") + (
         " --only " + " ".join(map(shlex.quote, args.only)) if args.only else "")
     print(f"Reproduce: {reproduce}")

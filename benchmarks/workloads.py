@@ -16,6 +16,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SEED = 1
 QUICK_DIVISOR = 10
+PY_PROCESSES = 3  # processes a side for a Python-level workload (groups_for)
 
 #: Peers, first one is the reference of the headline ratio.
 PY_PEERS = ("bytearray", "numpy.empty")
@@ -42,6 +43,18 @@ class Workload:
 
     def runs_for(self, quick: bool) -> int:
         return max(2, self.runs // 3) if quick else self.runs
+
+    def groups_for(self, quick: bool) -> List[int]:
+        """How many timed runs each process makes: a Python-level workload
+        spreads its runs over PY_PROCESSES fresh processes a side (each
+        process's memory layout -- ASLR -- moved a pair's time by up to 10 %
+        against its neighbour's: pair-64 read 3.9 to 4.8 times bytearray in
+        ten runs of the same code, one process a side, each run's range
+        narrow), so that the median is not one layout's; --quick and the
+        C level keep one process a side."""
+        runs = self.runs_for(quick)
+        n = 1 if quick or self.level != "python" else min(PY_PROCESSES, runs)
+        return [runs // n + (i < runs % n) for i in range(n)]
 
     def params_for(self, quick: bool, variant: str = "") -> Dict[str, object]:
         p = dict(self.params, **self.variants.get(variant, {}))

@@ -632,3 +632,43 @@ def test_shared_pair_leaves_nothing_behind_when_its_child_is_killed():
     assert not any(running(k) for k in kids)
     after = {n for n in os.listdir("/dev/shm") if n.startswith("abuddy_")}
     assert after <= before
+
+
+@pytest.mark.parametrize("name, quick, want", [
+    ("pair-64", False, [3, 3, 3]),  # 9 runs over PY_PROCESSES = 3 processes
+    ("churn-py", False, [3, 2, 2]),  # 7 runs: the first process makes one more
+    ("pair-64", True, [3]),  # --quick: one process a side
+    ("churn", False, [7]),  # the C level: one process
+])
+def test_python_workloads_spread_their_runs_over_processes(name, quick, want):
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    assert REGISTRY[name].groups_for(quick) == want
+
+
+def test_a_job_pools_the_runs_of_its_processes_in_order(monkeypatch):
+    """run_job starts one process a side per group and pools their timed
+    runs, so that run r of ours still pairs with run r of each peer."""
+    import io
+
+    import benchmarks.__main__ as bm
+    from benchmarks import report
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    started = []
+
+    class CountedChild(bm.Child):
+        def __init__(self, args):
+            started.append(args[1])
+            super().__init__(args)
+
+    monkeypatch.setattr(bm, "Child", CountedChild)
+    w = REGISTRY["pair-64"]
+    monkeypatch.setattr(type(w), "groups_for", lambda self, quick: [2, 1])
+    out = bm.run_job(w, "", ["ours", "bytearray"], True,
+                     report.Progress(100, 1, stream=io.StringIO()))
+    assert started == ["ours", "bytearray"] * 2  # two groups, a process a side each
+    for side in ("ours", "bytearray"):
+        samples = out[side]["samples"][""]
+        assert len(samples) == 3 and all(positive(s) for s in samples), (side, samples)
+        assert out[side]["failures"] == 0 and out[side]["peak_rss_kib"] > 0
