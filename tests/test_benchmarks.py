@@ -672,3 +672,24 @@ def test_a_job_pools_the_runs_of_its_processes_in_order(monkeypatch):
         samples = out[side]["samples"][""]
         assert len(samples) == 3 and all(positive(s) for s in samples), (side, samples)
         assert out[side]["failures"] == 0 and out[side]["peak_rss_kib"] > 0
+
+
+def test_floor_times_each_way_of_writing_a_pair(monkeypatch, capsys):
+    """python -m benchmarks.floor: every way frees what it allocates (the
+    arena is empty after each loop) and each size gets its five rows."""
+    from benchmarks import floor
+
+    monkeypatch.setattr(floor, "PAIRS", 500)
+    monkeypatch.setattr(floor, "ROUNDS", 1)
+    made = []
+    real = floor.alloc.BuddyAllocator
+    monkeypatch.setattr(floor.alloc, "BuddyAllocator",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    for loop in floor.loops(100).values():
+        loop()
+        assert len(made[-1]) == 0 and made[-1].counters()["free_calls"] % 500 == 0
+    assert made[-1].counters()["alloc_calls"] == 3 * 500  # api, methods, inline
+    assert floor.main(["64"]) == 0
+    out = capsys.readouterr().out
+    for row in ("api", "methods", "inline", "slice", "bytearray(64)"):
+        assert re.search(rf"^  {re.escape(row)} +[0-9.]+ ns +[0-9.]+x$", out, re.M), row
