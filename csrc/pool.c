@@ -202,9 +202,10 @@ static void table_insert(alloc_pool_t *p, uint64_t off, uint64_t size,
  *              size needs, from pool_alloc_aligned: the table keeps how
  *              much larger);
  *   otherwise  requested = block size - v.
- * rec_unit is the smallest width whose all-ones exceeds min_size - 1, the
- * largest waste of an order-0 block; a block of order k wastes less than
- * half its size, which rec_bytes(k) holds with room to spare.  Every byte
+ * rec_unit is the smallest width whose all-ones exceeds min_size, the
+ * largest waste of an order-0 block (a zero-size request's); a block of
+ * order k > 0 wastes less than half its size, which rec_bytes(k) holds
+ * with room to spare.  Every byte
  * that is not the start of a live block's record is zero (records are
  * cleared when their block is freed or resized), so an exact fit costs
  * nothing and a lookup needs no probing: one aligned load at the block's
