@@ -50,6 +50,10 @@ def test_the_record_unit_holds_the_largest_waste(min_size, unit):
     assert list(a.blocks()) == [(0, min_size, 1), (2 * min_size, 2 * min_size, min_size + 1)]
     with pytest.raises(ValueError):
         a.free(a._mv[0:min_size])  # the whole block is not what was requested
+    z = a.alloc(0)  # wastes all min_size bytes of its block: the largest waste
+    assert a.bytes_wasted == 3 * min_size - 2 and a.bytes_allocated == min_size + 2
+    assert (min_size, min_size, 0) in list(a.blocks())
+    a.free(z)
     a.free(v)
     a.free(w)
     assert a.bytes_wasted == 0 and a.check() is None
