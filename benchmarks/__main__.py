@@ -190,11 +190,12 @@ def run_job(w: Workload, variant: str, sides: List[str], quick: bool,
     groups), failures and peak RSS the largest, the rest from the first
     group.  Returns side -> {samples: {part: [ns per op, one per timed
     run]}, failures, extra, peak_rss_kib} or {error}."""
-    groups = [run_group(w, variant, sides, quick, progress, n)
-              for n in w.groups_for(quick)]
-    for g in groups:
+    groups = []
+    for n in w.groups_for(quick):
+        g = run_group(w, variant, sides, quick, progress, n)
         if any("error" in r for r in g.values()):
-            return g
+            return g  # the first failure ends the job
+        groups.append(g)
     out: Dict[str, Dict[str, Any]] = {}
     for side in sides:
         got = [g[side] for g in groups]

@@ -693,3 +693,22 @@ def test_floor_times_each_way_of_writing_a_pair(monkeypatch, capsys):
     out = capsys.readouterr().out
     for row in ("api", "methods", "inline", "slice", "bytearray(64)"):
         assert re.search(rf"^  {re.escape(row)} +[0-9.]+ ns +[0-9.]+x$", out, re.M), row
+
+
+def test_a_failed_process_group_ends_its_job(monkeypatch):
+    """A child that dies ends the job with its error: the later groups of
+    processes are not started, and nothing is pooled."""
+    import benchmarks.__main__ as bm
+    from benchmarks.workloads import WORKLOADS as REGISTRY
+
+    calls = []
+
+    def group(w, variant, sides, quick, progress, runs):
+        calls.append(runs)
+        return {"ours": {"error": "exit status -9: killed"}}
+
+    monkeypatch.setattr(bm, "run_group", group)
+    w = REGISTRY["pair-64"]
+    monkeypatch.setattr(type(w), "groups_for", lambda self, quick: [3, 3, 3])
+    out = bm.run_job(w, "", ["ours", "bytearray"], False, None)
+    assert out == {"ours": {"error": "exit status -9: killed"}} and calls == [3]
