@@ -36,17 +36,14 @@ int64_t seam_alloc(alloc_pool_t *p, uint64_t size)
     return size == 0 ? SEAM_ALLOC_ZERO : pool_alloc(p, size);
 }
 
+static int free_bytes(void *p, const char *ptr, uint64_t len)
+{
+    return (int)pool_free(p, ptr, len);
+}
+
 int seam_free(alloc_pool_t *p, uintptr_t obj)
 {
-    Py_buffer view;
-    if (p == NULL)
-        return SEAM_NO_POOL;
-    int status = seam_buffer((PyObject *)obj, &view);
-    if (status != BUDDY_OK)
-        return status;
-    status = pool_free(p, view.buf, (uint64_t)view.len);
-    PyBuffer_Release(&view);
-    return status;
+    return seam_free_object(p, obj, free_bytes);
 }
 
 static int free_one(void *p, uintptr_t obj) { return seam_free(p, obj); }

@@ -79,9 +79,10 @@ int seam_free_many(alloc_pool_t *p, uintptr_t list, uint64_t *index);
  * slices view[offsets[i] : offsets[i] + size] of the memoryview at address
  * `view` (an id()), for i < count: what alloc_many returns, made in one
  * call instead of a Python loop (batch-64, free_many(alloc_many(64,
- * 1024)): 189 -> 164 ns a block, interleaved medians).  Returns 0, or -1 with the Python error cleared if a
- * slice could not be made (no memory): the list then holds the first
- * ones, and the binding makes the rest in Python. */
+ * 1024)): 189 -> 164 ns a block, interleaved medians).  Returns 0, or -1
+ * with the Python error cleared if a slice could not be made (no memory):
+ * the list then holds the first ones, and the binding makes the rest in
+ * Python. */
 int seam_slices(uintptr_t view, uint64_t size, const uint64_t *offsets,
                 uint64_t count, uintptr_t list);
 

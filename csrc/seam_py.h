@@ -17,6 +17,24 @@
  * or SEAM_EMPTY (a zero-length buffer, already released). */
 int seam_buffer(PyObject *obj, Py_buffer *view);
 
+/* A free by buffer: free_bytes(h, pointer, length) of the object at
+ * address `obj` (an id()); SEAM_NO_POOL for a NULL handle, or
+ * seam_buffer's status when it has no bytes to free.  Inline, so that each
+ * caller's free_bytes is a direct call (the pair's free goes through it). */
+static inline int seam_free_object(void *h, uintptr_t obj,
+                                   int (*free_bytes)(void *, const char *, uint64_t))
+{
+    Py_buffer view;
+    if (h == NULL)
+        return SEAM_NO_POOL;
+    int status = seam_buffer((PyObject *)obj, &view);
+    if (status != BUDDY_OK)
+        return status;
+    status = free_bytes(h, view.buf, (uint64_t)view.len);
+    PyBuffer_Release(&view);
+    return status;
+}
+
 /* free_many's loop: free_one(h, id(item)) for the items of the list at
  * address `list` from index *index on; BUDDY_OK, or the first refusal
  * with its index in *index (the items before it are freed).  The length

@@ -17,17 +17,14 @@ static void py_reacquire(void *token) { PyEval_RestoreThread((PyThreadState *)to
 
 void shared_py_init(void) { shared_set_wait_hooks(py_release, py_reacquire); }
 
+static int free_bytes(void *h, const char *ptr, uint64_t len)
+{
+    return shared_free(h, ptr, len);
+}
+
 int shared_seam_free(shared_t *h, uintptr_t obj)
 {
-    Py_buffer view;
-    if (h == NULL)
-        return SEAM_NO_POOL;
-    int status = seam_buffer((PyObject *)obj, &view);
-    if (status != BUDDY_OK)
-        return status;
-    status = shared_free(h, view.buf, (uint64_t)view.len);
-    PyBuffer_Release(&view);
-    return status;
+    return seam_free_object(h, obj, free_bytes);
 }
 
 static int free_one(void *h, uintptr_t obj) { return shared_seam_free(h, obj); }
