@@ -628,13 +628,14 @@ uint64_t pool_record_bytes(const alloc_pool_t *p)
     return p->req != NULL ? p->req_bytes : 0;
 }
 
-/* The live block that is exactly [ptr, ptr + len): its offset and its
- * slot (NO_SLOT for an exact fit), or why not.  With `freeing` set, an
- * exact fit is not confirmed here: the caller frees it at once, and the
- * core's free checks the same and returns the same status.  The caller
- * holds the lock. */
+/* The live block that is exactly [ptr, ptr + len): its offset, its slot
+ * (NO_SLOT for an exact fit) and its block size, or why not.  With
+ * `freeing` set, an exact fit is not confirmed here: the caller frees it
+ * at once, and the core's free checks the same and returns the same
+ * status.  The caller holds the lock. */
 static buddy_status pool_find(alloc_pool_t *p, const char *ptr, uint64_t len,
-                              int freeing, uint64_t *offset, uint64_t *slot)
+                              int freeing, uint64_t *offset, uint64_t *slot,
+                              uint64_t *block_size)
 {
     if (p->slots == NULL)
         return BUDDY_ECLOSED;
@@ -661,6 +662,7 @@ static buddy_status pool_find(alloc_pool_t *p, const char *ptr, uint64_t len,
             if (why == BUDDY_OK && block - v != len)
                 why = BUDDY_ESIZE; /* a block of len's order lives here */
             *slot = REC_SLOT;
+            *block_size = block;
             return why;
         }
     }
@@ -670,12 +672,14 @@ static buddy_status pool_find(alloc_pool_t *p, const char *ptr, uint64_t len,
             if (p->slots[i].size != len)
                 return BUDDY_ESIZE;
             *slot = i;
+            *block_size = table_block(p, i);
             return BUDDY_OK;
         }
     }
     /* No slot: an exact fit of len bytes, or no live block starts here
      * (the core says what is here), or one of another size does. */
     *slot = NO_SLOT;
+    *block_size = len;
     if (freeing && exact_fit(p, len))
         return BUDDY_OK;
     buddy_status why = buddy_probe(p->core, off, len);
@@ -689,11 +693,9 @@ buddy_status pool_free(alloc_pool_t *p, const char *ptr, uint64_t len)
     if (p == NULL)
         return BUDDY_EINVAL;
     LOCK(p);
-    uint64_t off = 0, i = NO_SLOT;
-    buddy_status status = pool_find(p, ptr, len, 1, &off, &i);
+    uint64_t off = 0, i = NO_SLOT, block = 0;
+    buddy_status status = pool_find(p, ptr, len, 1, &off, &i, &block);
     if (status == BUDDY_OK) {
-        uint64_t block = in_table(i) ? table_block(p, i)
-                         : i == REC_SLOT ? buddy_block_size(p->core, len) : len;
         status = buddy_free_aligned(p->core, off, len, table_align(p, i));
         if (status == BUDDY_OK) {
             record_drop(p, off, i, block);
@@ -711,8 +713,8 @@ buddy_status pool_locate(alloc_pool_t *p, const char *ptr, uint64_t len,
     if (p == NULL)
         return BUDDY_EINVAL;
     LOCK(p);
-    uint64_t off = 0, i = NO_SLOT;
-    buddy_status status = pool_find(p, ptr, len, 0, &off, &i);
+    uint64_t off = 0, i = NO_SLOT, block = 0;
+    buddy_status status = pool_find(p, ptr, len, 0, &off, &i, &block);
     if (status == BUDDY_OK)
         *offset = off;
     UNLOCK(p);
