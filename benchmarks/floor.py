@@ -19,29 +19,22 @@ a diagnostic, not an example.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import statistics
 import sys
-import time
 from typing import Any, Callable, Dict, List
 
 import alloc
+
+from .pyloops import timed
 
 PAIRS = 200_000
 ROUNDS = 7
 
 
-def timed(loop: Callable[[], None]) -> float:
-    """ns per pair of loop(), the cyclic GC off."""
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.perf_counter_ns()
-        loop()
-        return (time.perf_counter_ns() - t0) / PAIRS
-    finally:
-        gc.enable()
+def per_pair(loop: Callable[[], None]) -> float:
+    """ns per pair of loop(), timed as every workload is (pyloops.timed)."""
+    return timed(loop)[0] / PAIRS
 
 
 class Minimal:
@@ -106,7 +99,7 @@ def main(argv: List[str]) -> int:
         ns: Dict[str, List[float]] = {k: [] for k in ways}
         for _ in range(ROUNDS):
             for k, loop in ways.items():
-                ns[k].append(timed(loop))
+                ns[k].append(per_pair(loop))
         peer = ns[f"bytearray({n})"]
         print(f"\nn = {n}")
         for k, xs in ns.items():
