@@ -277,3 +277,41 @@ def test_a_refused_free_is_one_call_even_if_the_block_comes_back():
     with pytest.raises(ValueError):
         a.free(v)
     assert len(late) == 1 and a.offset_of(late[0]) == 0 and len(a) == 1
+
+
+MAKERS = {
+    "buddy": lambda: BuddyAllocator(1 << 20),
+    "guard": lambda: BuddyAllocator(1 << 20, guard=True),
+    "offset": lambda: OffsetAllocator(1 << 20),
+    "shared": lambda: alloc.SharedBuddyAllocator(create=True, size=1 << 20),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+def test_no_instance_attribute_shadows_a_class_attribute(kind):
+    """CPython 3.12+ does not specialise reading an instance attribute that
+    shadows a class attribute (the fast paths' entry points and arena view
+    were; ~60 ns a pair): per-instance state has no class-level default
+    (_Pool._STATE, set by __new__)."""
+    a = MAKERS[kind]()
+    try:
+        v = a.alloc(10)
+        a.free(v)
+        assert not set(vars(a)) & set(dir(type(a)))
+        before = set(vars(type(a).__new__(type(a))))
+        assert {"_alloc_entry", "_free_entry", "_closed", "_h"} <= before
+    finally:
+        a.close()
+        if isinstance(a, alloc.SharedBuddyAllocator):
+            a.unlink()
+
+
+def test_state_before_init_refuses_as_never_created():
+    """What __new__ sets is what close(), repr() and the fast paths see when
+    __init__ never ran."""
+    for cls in (BuddyAllocator, OffsetAllocator, alloc.SharedBuddyAllocator):
+        a = cls.__new__(cls)
+        assert "not created" in repr(a) and a.closed and len(a) == 0
+        with pytest.raises(ValueError, match="never created"):
+            a.alloc(16)
+        a.close()  # harmless
