@@ -362,7 +362,7 @@ class _Pool:
     _c_free_at_fn: Any = lib.pool_free_at
     _c_free_many_fn: Any = lib.seam_free_many
     _c_locate_fn: Any = lib.pool_locate
-    _c_resize_fn: Any = lib.pool_resize
+    _c_realloc_fn: Any = lib.pool_realloc
 
     def _error(self, status: int, what: str) -> Exception:
         """The exception a user should see for a refused buddy_status."""
@@ -1021,37 +1021,36 @@ class BuddyAllocator(_Pool):
         block is the lower half of free buddies up to the new size), else
         the contents move to a new block and the old one is freed.  Either
         way use only the returned view afterwards (as with C's realloc).
+        Either way it is one C call: no other thread (or process, for a
+        shared arena) sees both blocks live or the bytes half moved.
         On :class:`alloc.OutOfMemory` nothing changes.  Wrong blocks raise
         like :meth:`free`.
         """
         n = _as_size(new_size, "new_size")
         off, old = self._find(block, "realloc()")
         mv, h = self._mv, self._h
+        out = ffi.new("int64_t *")
+        # One C call resizes in place or moves (new block, copy, old block
+        # freed): no other thread or process sees a state in between.
         with self._zero_lock if old == 0 or n == 0 else _NO_LOCK:
-            status = self._c_resize_fn(h, off, min(n, _U64_MAX))
+            status = self._c_realloc_fn(h, off, min(n, _U64_MAX), 1, out)
             if not status:
-                view: memoryview = mv[off : off + n]  # type: ignore[index]
+                to = int(out[0])
+                view: memoryview = mv[to : to + n]  # type: ignore[index]
                 self._zero.pop(off, None)
                 if n == 0:
-                    self._zero[off] = view
+                    self._zero[to] = view
                 return view
-        if status != lib.BUDDY_ENOMEM:
-            mv = None  # a traceback must not pin the arena
-            if status == lib.POOL_EUSE_AFTER_FREE:
-                # nothing was handed out, so nothing was taken back and
-                # the changed bytes are still there (check() sees them)
-                raise _use_after_free(
-                    h, f"realloc() to {n} bytes: refused, nothing changed",
-                    int(lib.pool_guard_bad(h)))
-            raise self._error(status, f"realloc() at offset {off}")
-        moved = self.alloc(n)  # OutOfMemory: nothing has changed
-        keep = min(old, n)
-        if keep:
-            moved[:keep] = mv[off : off + keep]  # type: ignore[index]
-        mv = None
-        with self._zero_lock:
-            self._free_locked(off, "realloc()")
-        return moved
+        mv = None  # a traceback must not pin the arena
+        if status == lib.BUDDY_ENOMEM:  # no block for n: nothing has changed
+            raise self._refusal(n, int(out[0]))
+        if status == lib.POOL_EUSE_AFTER_FREE:
+            # nothing was handed out, so nothing was taken back and
+            # the changed bytes are still there (check() sees them)
+            raise _use_after_free(
+                h, f"realloc() to {n} bytes: refused, nothing changed",
+                int(lib.pool_guard_bad(h)))
+        raise self._error(status, f"realloc() at offset {off}")
 
     def block_at(self, offset: int) -> memoryview:
         """A view of the live block that starts at ``offset``, exactly its
@@ -1239,20 +1238,22 @@ class OffsetAllocator(_Pool):
         new block is allocated and the old one freed -- the caller moves its
         data from the old offset to the new one (the old block's memory is
         untouched: nothing else has been placed there yet if no other
-        allocation ran in between).  On :class:`alloc.OutOfMemory` nothing
-        changes; wrong offsets raise like :meth:`free`."""
+        allocation ran in between).  One C call either way: no other
+        thread sees both blocks live.  On :class:`alloc.OutOfMemory`
+        nothing changes; wrong offsets raise like :meth:`free`."""
         n = _as_size(new_size, "new_size")
         if self._h == ffi.NULL:
             raise _never_created(self)
         off = _as_size(offset, "offset")
-        status = lib.pool_resize(self._h, min(off, _U64_MAX), min(n, _U64_MAX))
+        out = ffi.new("int64_t *")
+        # One C call resizes in place or moves (a new block, the old one
+        # freed; nothing is copied): no other thread sees a state between.
+        status = lib.pool_realloc(self._h, min(off, _U64_MAX), min(n, _U64_MAX), 0, out)
         if not status:
-            return off
-        if status != lib.BUDDY_ENOMEM:
-            raise _status_error(status, f"realloc() at offset {off}")
-        moved = self.alloc(n)  # OutOfMemory: nothing has changed
-        self._free(off, "realloc()")
-        return moved
+            return int(out[0])
+        if status == lib.BUDDY_ENOMEM:  # no block for n: nothing has changed
+            raise self._refusal(n, int(out[0]))
+        raise _status_error(status, f"realloc() at offset {off}")
 
     def size_of(self, offset: int) -> int:
         """The size the live block at ``offset`` was requested with
@@ -1642,7 +1643,7 @@ class SharedBuddyAllocator(BuddyAllocator):
     _c_free_at_fn = lib.shared_free_at
     _c_free_many_fn = lib.shared_seam_free_many
     _c_locate_fn = lib.shared_locate
-    _c_resize_fn = lib.shared_resize
+    _c_realloc_fn = lib.shared_realloc
 
     def _alloc_aligned(self, n: int, align: int) -> int:
         """A block at an offset that is a multiple of ``align`` (the arena is

@@ -495,11 +495,9 @@ static int guard_refuse(alloc_pool_t *p, uint64_t off, uint64_t size,
     return 1;
 }
 
-int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
+/* pool_alloc with the pool's lock held (and p not NULL). */
+static int64_t alloc_locked(alloc_pool_t *p, uint64_t size)
 {
-    if (p == NULL)
-        return POOL_REFUSED;
-    LOCK(p);
     int64_t off = POOL_REFUSED;
     if (p->slots != NULL) {
         int exact = exact_fit(p, size); /* no record to write */
@@ -517,6 +515,15 @@ int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
                 record_add(p, (uint64_t)off, size, 0);
         }
     }
+    return off;
+}
+
+int64_t pool_alloc(alloc_pool_t *p, uint64_t size)
+{
+    if (p == NULL)
+        return POOL_REFUSED;
+    LOCK(p);
+    int64_t off = alloc_locked(p, size);
     UNLOCK(p);
     return off;
 }
@@ -770,11 +777,9 @@ static buddy_status pool_slot_at(alloc_pool_t *p, uint64_t offset, uint64_t *slo
     return BUDDY_OK;
 }
 
-buddy_status pool_free_at(alloc_pool_t *p, uint64_t offset)
+/* pool_free_at with the lock held. */
+static buddy_status free_at_locked(alloc_pool_t *p, uint64_t offset)
 {
-    if (p == NULL)
-        return BUDDY_EINVAL;
-    LOCK(p);
     uint64_t i = NO_SLOT, block = 0, size = 0;
     buddy_status status = pool_slot_at(p, offset, &i, &block, &size);
     if (status == BUDDY_OK) {
@@ -785,6 +790,15 @@ buddy_status pool_free_at(alloc_pool_t *p, uint64_t offset)
                 guard_fill(p, offset, block);
         }
     }
+    return status;
+}
+
+buddy_status pool_free_at(alloc_pool_t *p, uint64_t offset)
+{
+    if (p == NULL)
+        return BUDDY_EINVAL;
+    LOCK(p);
+    buddy_status status = free_at_locked(p, offset);
     UNLOCK(p);
     return status;
 }
@@ -841,13 +855,13 @@ buddy_status pool_set_guard(alloc_pool_t *p, unsigned char byte)
 
 uint64_t pool_guard_bad(const alloc_pool_t *p) { return p->guard_bad; }
 
-buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
+/* pool_resize with the lock held; the old requested size in *old_size. */
+static buddy_status resize_locked(alloc_pool_t *p, uint64_t offset, uint64_t new_size,
+                                  uint64_t *old_size)
 {
-    if (p == NULL)
-        return BUDDY_EINVAL;
-    LOCK(p);
     uint64_t i = NO_SLOT, old_block = 0, size = 0;
     buddy_status status = pool_slot_at(p, offset, &i, &old_block, &size);
+    *old_size = size;
     if (status == BUDDY_OK && i == NO_SLOT && !exact_fit(p, new_size) &&
         record_needs_slot(p, 0) && table_reserve(p, 1) != 0)
         status = BUDDY_ENOMEM; /* it would need a slot: move it, or fail */
@@ -862,7 +876,6 @@ buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
             uint64_t bad = guard_find_free(p, offset + old_block, offset + new_block);
             if (bad != UINT64_MAX) {
                 p->guard_bad = bad;
-                UNLOCK(p);
                 return POOL_EUSE_AFTER_FREE;
             }
         }
@@ -874,6 +887,39 @@ buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
                 record_add(p, offset, new_size, 0);
             if (p->guard && new_block < old_block)
                 guard_fill(p, offset + new_block, old_block - new_block);
+        }
+    }
+    return status;
+}
+
+buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size)
+{
+    if (p == NULL)
+        return BUDDY_EINVAL;
+    uint64_t old_size = 0;
+    LOCK(p);
+    buddy_status status = resize_locked(p, offset, new_size, &old_size);
+    UNLOCK(p);
+    return status;
+}
+
+buddy_status pool_realloc(alloc_pool_t *p, uint64_t offset, uint64_t new_size,
+                          int copy, int64_t *out)
+{
+    if (p == NULL || out == NULL)
+        return BUDDY_EINVAL;
+    uint64_t old_size = 0;
+    LOCK(p);
+    buddy_status status = resize_locked(p, offset, new_size, &old_size);
+    *out = (int64_t)offset;
+    if (status == BUDDY_ENOMEM) { /* move it */
+        int64_t to = alloc_locked(p, new_size);
+        *out = to;
+        if (to >= 0) {
+            if (copy && old_size && new_size)
+                memcpy((unsigned char *)p->base + to, (unsigned char *)p->base + offset,
+                       (size_t)(old_size < new_size ? old_size : new_size));
+            status = free_at_locked(p, offset); /* live: resize_locked found it */
         }
     }
     UNLOCK(p);

@@ -84,6 +84,17 @@ int64_t pool_alloc_aligned(alloc_pool_t *p, uint64_t size, uint64_t align,
  * block starts at offset (BUDDY_ERANGE, BUDDY_EALIGN, BUDDY_EINTERIOR,
  * BUDDY_EFREE, BUDDY_ECLOSED). */
 buddy_status pool_resize(alloc_pool_t *p, uint64_t offset, uint64_t new_size);
+/* realloc in one call: pool_resize, and where that returns BUDDY_ENOMEM
+ * the move too -- a block for new_size as pool_alloc takes one, the first
+ * min(old, new_size) bytes copied there when `copy` (the arena is memory
+ * at `base`), the old block freed as pool_free_at frees it.  No other
+ * call sees a state between the steps.  *out is the block's offset: the
+ * same one (in place), the new one (moved, BUDDY_OK), or, with
+ * BUDDY_ENOMEM, what pool_alloc returned for the new block (POOL_REFUSED,
+ * POOL_NO_TABLE or POOL_USE_AFTER_FREE; nothing else changed).  Other
+ * statuses as pool_resize. */
+buddy_status pool_realloc(alloc_pool_t *p, uint64_t offset, uint64_t new_size,
+                          int copy, int64_t *out);
 
 /* Frees the live block that starts at `offset`, whatever its size; or
  * returns why no live block starts there (as pool_resize), changing

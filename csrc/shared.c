@@ -767,23 +767,61 @@ int shared_free_at(shared_t *h, uint64_t offset)
     return status;
 }
 
-int shared_resize(shared_t *h, uint64_t offset, uint64_t new_size)
+/* buddy_resize of the live block at `offset`, its record following; its
+ * old requested size in *old.  The caller holds the lock. */
+static int resize_locked(shared_t *h, uint64_t offset, uint64_t new_size, uint64_t *old)
 {
-    void *gil;
-    int status = lock_enter(h, &gil);
-    if (status != BUDDY_OK)
-        return status;
     unsigned t = 0;
-    status = slot_at(h, offset, &t);
+    int status = slot_at(h, offset, &t);
     if (status == BUDDY_OK) {
         uint64_t i = offset >> h->shift, block = 0, req = 0, align = 0;
         rec_read(h, i, t, &block, &req, &align);
+        *old = req;
         rec_set_tag(h, i, 0); /* uncommitted while the core changes */
         status = buddy_resize(h->core, offset, req, align, new_size);
         if (status == BUDDY_OK)
             rec_commit(h, offset, new_size, rec_block_for(h, new_size));
         else
             rec_set_tag(h, i, t);
+    }
+    return status;
+}
+
+int shared_resize(shared_t *h, uint64_t offset, uint64_t new_size)
+{
+    void *gil;
+    uint64_t old = 0;
+    int status = lock_enter(h, &gil);
+    if (status != BUDDY_OK)
+        return status;
+    status = resize_locked(h, offset, new_size, &old);
+    lock_leave(h, gil);
+    return status;
+}
+
+int shared_realloc(shared_t *h, uint64_t offset, uint64_t new_size, int copy,
+                   int64_t *out)
+{
+    void *gil;
+    uint64_t old = 0;
+    if (out == NULL)
+        return BUDDY_EINVAL;
+    *out = (int64_t)offset;
+    int status = lock_enter(h, &gil);
+    if (status != BUDDY_OK)
+        return status;
+    status = resize_locked(h, offset, new_size, &old);
+    if (status == BUDDY_ENOMEM) { /* move it; a process dying between the
+                                     steps leaves both blocks live */
+        int64_t to = buddy_alloc(h->core, new_size);
+        *out = to >= 0 ? to : SHARED_REFUSED;
+        if (to >= 0) {
+            rec_commit(h, (uint64_t)to, new_size, rec_block_for(h, new_size));
+            if (copy)
+                memcpy(h->arena + to, h->arena + offset,
+                       (size_t)(old < new_size ? old : new_size));
+            status = free_locked(h, offset, UINT64_MAX);
+        }
     }
     lock_leave(h, gil);
     return status;
@@ -980,6 +1018,12 @@ int shared_free_at(shared_t *h, uint64_t offset) { (void)h; (void)offset; return
 int shared_resize(shared_t *h, uint64_t offset, uint64_t new_size)
 {
     (void)h; (void)offset; (void)new_size;
+    return BUDDY_ECLOSED;
+}
+int shared_realloc(shared_t *h, uint64_t offset, uint64_t new_size, int copy,
+                   int64_t *out)
+{
+    (void)h; (void)offset; (void)new_size; (void)copy; (void)out;
     return BUDDY_ECLOSED;
 }
 int shared_block_at(shared_t *h, uint64_t offset, uint64_t *start, uint64_t *size,

@@ -212,6 +212,10 @@ int shared_locate(shared_t *h, const char *ptr, uint64_t len,
                   uint64_t *offset);
 int shared_free_at(shared_t *h, uint64_t offset);
 int shared_resize(shared_t *h, uint64_t offset, uint64_t new_size);
+/* pool_realloc's meaning (the arena is this mapping); with BUDDY_ENOMEM
+ * *out is SHARED_REFUSED. */
+int shared_realloc(shared_t *h, uint64_t offset, uint64_t new_size, int copy,
+                   int64_t *out);
 int shared_block_at(shared_t *h, uint64_t offset, uint64_t *start,
                     uint64_t *size, uint64_t *requested);
 int shared_map(shared_t *h, uint64_t ncells, uint64_t *requested,

@@ -273,3 +273,49 @@ def test_two_counter_figures_read_the_core_under_its_lock(monkeypatch):
     monkeypatch.setattr(mod, "lib", Spy())
     assert (a.bytes_wasted, a.bytes_free) == (28, 4096 - 128)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", ["buddy", "offset", "shared"])
+def test_a_realloc_that_moves_is_one_step_for_other_threads(fast_switching, kind):
+    """A realloc that cannot grow in place allocates, copies and frees in
+    one C call (pool_realloc): a reader never sees the old and the new
+    block live at once, nor the contents half moved.  The writer keeps two
+    blocks live, v and the buddy that stops v growing in place, so every
+    grow moves; a reader sees at most 2 live blocks."""
+    from alloc import OffsetAllocator, SharedBuddyAllocator
+
+    if kind == "shared":
+        a = SharedBuddyAllocator(create=True, size=1 << 16, min_size=16)
+        a.unlink()  # the mapping stays until a is closed
+    else:
+        a = (BuddyAllocator if kind == "buddy" else OffsetAllocator)(1 << 16, min_size=16)
+    stop = threading.Event()
+    seen = set()
+    moves = [0]
+
+    def write(_):
+        v = a.alloc(16)
+        blocker = a.alloc(16)  # v's buddy
+        for r in range(3000):
+            at = v if kind == "offset" else a.offset_of(v)
+            if kind != "offset":
+                v[:] = bytes([r & 255]) * 16
+            w = a.realloc(v, 48)  # moves: its buddy is live
+            moves[0] += (w if kind == "offset" else a.offset_of(w)) != at
+            if kind != "offset":
+                assert bytes(w[:16]) == bytes([r & 255]) * 16
+            v = a.realloc(w, 16)  # shrinks in place
+            a.free(blocker)
+            blocker = a.alloc(16)  # the lowest free 16 bytes: v's buddy again
+        stop.set()
+
+    def read(_):
+        while not stop.is_set():
+            seen.add(len(a))
+
+    run_threads(2, lambda i: (write, read)[i](i))
+    assert moves[0] == 3000
+    assert max(seen) <= 2, sorted(seen)
+    assert len(a) == 2
+    a.check()
+    a.close()

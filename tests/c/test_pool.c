@@ -304,6 +304,49 @@ static void aligned_and_resized(void)
     pool_destroy(p);
 }
 
+/* pool_realloc: in place when pool_resize can, else a move in the same
+ * call (contents copied when asked, the old block freed); a move with no
+ * room changes nothing but failed_allocs; wrong offsets as pool_resize. */
+static void realloc_moves(void)
+{
+    static char arena[4096] __attribute__((aligned(64)));
+    alloc_pool_t *p = NULL;
+    CHECK(pool_new(sizeof arena, 16, (uintptr_t)arena, &p) == BUDDY_OK, "pool_new");
+    if (p == NULL)
+        return;
+    const buddy_stats_t *st = buddy_stats(pool_core(p));
+    int64_t v = pool_alloc(p, 10), w = pool_alloc(p, 16), out = -99;
+    CHECK(v == 0 && w == 16, "two blocks at %" PRId64 ", %" PRId64, v, w);
+    memcpy(arena, "0123456789", 10);
+    CHECK(pool_realloc(p, 0, 12, 1, &out) == BUDDY_OK && out == 0, "in place: %" PRId64, out);
+    CHECK(pool_realloc(p, 0, 40, 1, &out) == BUDDY_OK && out == 64, "moved to %" PRId64, out);
+    CHECK(memcmp(arena + 64, "0123456789", 10) == 0, "contents moved");
+    CHECK(st->live_blocks == 2 && st->alloc_calls == 3 && st->free_calls == 1,
+          "a move is one alloc and one free: %" PRIu64 " live", st->live_blocks);
+    CHECK(pool_free(p, arena + 64, 40) == BUDDY_OK, "freed by its new size");
+    v = pool_alloc(p, 10); /* at 0 again, 16 still live */
+    memset(arena + 128, 'x', 16);
+    CHECK(pool_realloc(p, 0, 30, 0, &out) == BUDDY_OK && out == 32, "moved to %" PRId64, out);
+    CHECK(arena[32] != '0' || arena[33] != '1', "copy = 0 copies nothing");
+    uint64_t failed = st->failed_allocs, requested = st->bytes_requested;
+    CHECK(pool_realloc(p, 32, 8192, 1, &out) == BUDDY_ENOMEM && out == POOL_REFUSED,
+          "no room: %" PRId64, out);
+    CHECK(st->failed_allocs == failed + 1 && st->bytes_requested == requested &&
+          st->live_blocks == 2, "a refused move changes nothing but failed_allocs");
+    CHECK(pool_realloc(p, 48, 1, 1, &out) == BUDDY_EINTERIOR, "interior offset");
+    CHECK(pool_realloc(p, 64, 1, 1, &out) == BUDDY_EFREE, "free offset");
+    CHECK(pool_realloc(p, 7, 1, 1, &out) == BUDDY_EALIGN, "unaligned offset");
+    CHECK(pool_realloc(NULL, 0, 1, 1, &out) == BUDDY_EINVAL, "NULL pool");
+    CHECK(pool_free(p, arena + 32, 30) == BUDDY_OK && pool_free(p, arena + 16, 16) == BUDDY_OK,
+          "both freed");
+    char msg[200];
+    CHECK(buddy_check(pool_core(p), msg, sizeof msg) == BUDDY_OK, "%s", msg);
+    CHECK(buddy_largest_free(pool_core(p)) == sizeof arena, "all merged");
+    pool_close(p);
+    CHECK(pool_realloc(p, 0, 1, 1, &out) == BUDDY_ECLOSED, "closed");
+    pool_destroy(p);
+}
+
 /* Exact fits (requested size == block size) have no slot in the size
  * table; everything that reads sizes must still see them exactly. */
 static void exact_fits(void)
@@ -376,6 +419,7 @@ int main(void)
     run("records_match_table", records_match_table_all);
     run("closed_pool", closed_pool);
     run("aligned_and_resized", aligned_and_resized);
+    run("realloc_moves", realloc_moves);
     run("exact_fits", exact_fits);
     run("bad_arguments", bad_arguments);
     printf("%d passed, %d failed\n", g_passed, g_failed);

@@ -124,6 +124,44 @@ static void trace_two_mappings(void)
     shared_release(a);
 }
 
+/* shared_realloc through one mapping, seen from the other: in place, or
+ * moved with its bytes in one call; refused moves change nothing. */
+static void realloc_moves(void)
+{
+    shared_t *a = NULL, *b = NULL;
+    char why[256];
+    CHECK(shared_create(g_name, 1 << 16, 16, &a) == BUDDY_OK, "create");
+    CHECK(shared_attach(g_name, &b, why, sizeof why) == BUDDY_OK, "attach: %s", why);
+    if (!a || !b)
+        return;
+    int64_t v = shared_alloc(a, 10), w = shared_alloc(a, 16), out = -99;
+    CHECK(v == 0 && w == 16, "two blocks at %" PRId64 ", %" PRId64, v, w);
+    memcpy(shared_arena(a), "0123456789", 10);
+    CHECK(shared_realloc(b, 0, 12, 1, &out) == BUDDY_OK && out == 0, "in place: %" PRId64, out);
+    CHECK(shared_realloc(b, 0, 40, 1, &out) == BUDDY_OK && out == 64, "moved to %" PRId64, out);
+    CHECK(memcmp(shared_arena(a) + 64, "0123456789", 10) == 0, "contents moved");
+    uint64_t s = 0, bs = 0, req = 0;
+    CHECK(shared_block_at(a, 64, &s, &bs, &req) == BUDDY_OK && req == 40, "its record");
+    CHECK(shared_block_at(a, 0, &s, &bs, &req) == BUDDY_EFREE, "the old block is free");
+    buddy_stats_t st;
+    CHECK(shared_snapshot(a, &st) == BUDDY_OK && st.live_blocks == 2 &&
+          st.alloc_calls == 3 && st.free_calls == 1, "a move is one alloc and one free");
+    CHECK(shared_realloc(a, 64, 1 << 17, 1, &out) == BUDDY_ENOMEM && out == SHARED_REFUSED,
+          "no room: %" PRId64, out);
+    buddy_stats_t st2;
+    CHECK(shared_snapshot(b, &st2) == BUDDY_OK && st2.failed_allocs == st.failed_allocs + 1 &&
+          st2.live_blocks == 2 && st2.bytes_requested == st.bytes_requested,
+          "a refused move changes nothing but failed_allocs");
+    CHECK(shared_realloc(a, 80, 1, 1, &out) == BUDDY_EINTERIOR, "interior offset");
+    CHECK(shared_realloc(a, 0, 1, 1, &out) == BUDDY_EFREE, "free offset");
+    CHECK(shared_realloc(a, 0, 1, 1, NULL) == BUDDY_EINVAL, "no out");
+    expect_sound(b, "after the moves");
+    shared_detach(b);
+    CHECK(shared_realloc(b, 64, 1, 1, &out) == BUDDY_ECLOSED, "closed handle");
+    shared_release(b);
+    shared_release(a);
+}
+
 static void attach_refusals(void)
 {
     shared_t *h = NULL;
@@ -323,6 +361,7 @@ static void kill_storm(void)
 int main(void)
 {
     run("trace_two_mappings", trace_two_mappings);
+    run("realloc_moves", realloc_moves);
     run("attach_refusals", attach_refusals);
     run("recover_sound", recover_sound);
     run("recover_rebuilt", recover_rebuilt);
