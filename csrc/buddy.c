@@ -696,10 +696,42 @@ static ALWAYS_INLINE int64_t alloc_locked(buddy_t *b, uint64_t size, unsigned k)
     return (int64_t)((i << k) << b->shift);
 }
 
+/* The two halves of buddy_alloc (and buddy_alloc_aligned), the lock held.
+ *
+ * alloc_fast is the common case written out: a free block of exactly
+ * order k in the bitmaps (no split, no pending split to write out).
+ * Everything else goes to alloc_slow, which is alloc_locked kept out of
+ * line, so the fast path saves and restores few registers.  On `churn`
+ * most allocations are this case (2 % split).  Measured with buddy_free's
+ * same split (free_fast): core churn 27.0 -> 24.8 ns a step (C loop of
+ * csrc/bench.c's churn, best of 5, alternating runs); callgrind 336 -> 280
+ * instructions a step.  The price is paid by what takes the slow paths: a
+ * lone pair on an empty arena (pair64-empty), 363 -> 391 instructions. */
+static ALWAYS_INLINE int alloc_fast(buddy_t *b, uint64_t size, unsigned k, int64_t *off)
+{
+    if (k > b->top || !((b->nonempty >> k) & 1) || b->st.closed ||
+        (k >= b->chain_low && k < b->chain_top)) /* (chain_low: 0xFF if none) */
+        return 0;
+    uint64_t i = bits_take_first(b, &b->order[k].free);
+    if (--b->st.free_blocks[k] == 0) /* order_clear_free, bits taken above */
+        b->nonempty &= ~((uint64_t)1 << k);
+    stats_add(b, k, size);
+    *off = (int64_t)((i << k) << b->shift);
+    return 1;
+}
+
+static __attribute__((noinline)) int64_t alloc_slow(buddy_t *b, uint64_t size, unsigned k)
+{
+    return alloc_locked(b, size, k);
+}
+
 int64_t buddy_alloc(buddy_t *b, uint64_t size)
 {
     LOCK(b);
-    int64_t off = alloc_locked(b, size, node_order_for(b, size));
+    unsigned k = node_order_for(b, size);
+    int64_t off;
+    if (!alloc_fast(b, size, k, &off))
+        off = alloc_slow(b, size, k);
     UNLOCK(b);
     return off;
 }
@@ -710,7 +742,9 @@ int64_t buddy_alloc_aligned(buddy_t *b, uint64_t size, uint64_t align)
         return -2;
     LOCK(b);
     unsigned k = node_order_aligned(b, size, align);
-    int64_t off = alloc_locked(b, size, k);
+    int64_t off;
+    if (!alloc_fast(b, size, k, &off))
+        off = alloc_slow(b, size, k);
     if (off >= 0 && k > node_order_for(b, size)) /* larger than size needs */
         b->aligned_slack += min_request(b, k);
     UNLOCK(b);
@@ -853,10 +887,45 @@ static ALWAYS_INLINE buddy_status free_locked(buddy_t *b, uint64_t offset,
     return BUDDY_OK;
 }
 
+/* The two halves of buddy_free (and buddy_free_aligned), the lock held,
+ * split as alloc_fast / alloc_slow are (the figures are there).
+ *
+ * free_fast: a live block of order k < L at offset, outside any pending
+ * split, whose buddy is not free -- so nothing merges (on `churn`, 98 % of
+ * frees).  One word of free[k] holds the bits of the block and of its
+ * buddy: both clear.  Else 0, nothing changed. */
+static ALWAYS_INLINE int free_fast(buddy_t *b, uint64_t offset, uint64_t size, unsigned k)
+{
+    uint64_t j = offset >> b->shift;
+    /* the pending split first: a lone pair frees inside it every time */
+    if (chain_covers(b, j) || k >= b->top || offset >= b->st.capacity || b->st.closed ||
+        (offset & ((b->st.min_size << k) - 1)) != 0)
+        return 0;
+    uint64_t i = j >> k;
+    uint64_t pair = (order_free(b, k)[i >> 6] >> (i & 62)) & 3u;
+    if (!node_exists(b, k, i) || pair != 0 || node_is_split(b, k, i))
+        return 0;
+    b->st.bytes_requested -= size;
+    b->st.bytes_in_blocks -= b->st.min_size << k;
+    b->st.live_blocks--;
+    b->st.free_calls++;
+    chain_counts_moved(b);
+    order_set_free(b, k, i);
+    return 1;
+}
+
+static __attribute__((noinline)) buddy_status free_slow(buddy_t *b, uint64_t offset,
+                                                        uint64_t size, unsigned k)
+{
+    return free_locked(b, offset, size, k);
+}
+
 buddy_status buddy_free(buddy_t *b, uint64_t offset, uint64_t size)
 {
     LOCK(b);
-    buddy_status status = free_locked(b, offset, size, node_order_for(b, size));
+    unsigned k = node_order_for(b, size);
+    buddy_status status = free_fast(b, offset, size, k) ? BUDDY_OK
+                                                        : free_slow(b, offset, size, k);
     UNLOCK(b);
     return status;
 }
@@ -868,7 +937,8 @@ buddy_status buddy_free_aligned(buddy_t *b, uint64_t offset, uint64_t size,
         return BUDDY_EINVAL;
     LOCK(b);
     unsigned k = node_order_aligned(b, size, align);
-    buddy_status status = free_locked(b, offset, size, k);
+    buddy_status status = free_fast(b, offset, size, k) ? BUDDY_OK
+                                                        : free_slow(b, offset, size, k);
     if (status == BUDDY_OK && k > node_order_for(b, size))
         b->aligned_slack -= min_request(b, k);
     UNLOCK(b);
