@@ -109,13 +109,18 @@ static inline uint64_t bits_words(uint64_t nbits) { return (nbits + 63) >> 6; }
  * callgrind) and it was a data-dependent branch. */
 static void bits_set(void *r, const bits_t *s, uint64_t i)
 {
-    for (uint32_t d = 0; d < s->depth; d++, i >>= 6)
+    /* depth in a local: the stores below may alias *s (one region), so
+     * s->depth would be loaded again after each.  Churn: 25.0-25.5 ->
+     * 24.3-24.6 ns a step (C loop, best of 5, alternating). */
+    uint32_t depth = s->depth;
+    for (uint32_t d = 0; d < depth; d++, i >>= 6)
         bits_lvl(r, s, d)[i >> 6] |= (uint64_t)1 << (i & 63);
 }
 
 static void bits_clear(void *r, const bits_t *s, uint64_t i)
 {
-    for (uint32_t d = 0; d < s->depth; d++) {
+    uint32_t depth = s->depth; /* a local, as in bits_set */
+    for (uint32_t d = 0; d < depth; d++) {
         uint64_t *w = &bits_lvl(r, s, d)[i >> 6];
         *w &= ~((uint64_t)1 << (i & 63));
         if (*w)
@@ -136,10 +141,11 @@ static void bits_clear(void *r, const bits_t *s, uint64_t i)
 static uint64_t bits_take_first(void *r, const bits_t *s)
 {
     uint64_t i = 0;
-    for (uint32_t d = s->depth; d-- > 0;)
+    uint32_t depth = s->depth; /* a local, as in bits_set */
+    for (uint32_t d = depth; d-- > 0;)
         i = (i << 6) | bits_ctz(bits_lvl(r, s, d)[i]);
     uint64_t clear = 1, x = i; /* clear: 1 while the words below emptied */
-    for (uint32_t d = 0; d < s->depth; d++, x >>= 6) {
+    for (uint32_t d = 0; d < depth; d++, x >>= 6) {
         uint64_t *w = &bits_lvl(r, s, d)[x >> 6];
         uint64_t left = *w & ~(clear << (x & 63));
         *w = left;
