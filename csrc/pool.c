@@ -128,15 +128,6 @@ static int table_reserve(alloc_pool_t *p, uint64_t n)
     return 0;
 }
 
-/* The size the live block at `off` was requested with: its slot's, or
- * `block`, its block size, for an exact fit (which has no slot). */
-static uint64_t table_requested(const alloc_pool_t *p, uint64_t off,
-                                uint64_t block)
-{
-    const slot_t *s = &p->slots[table_probe(p, (off >> p->shift) + 1)];
-    return s->key ? s->size : block;
-}
-
 /* The align the block in slot i was allocated with, as buddy_free_aligned
  * wants it: 0 for a block of its size's own order (always for NO_SLOT),
  * else its block size. */
@@ -345,17 +336,29 @@ static inline void record_drop(alloc_pool_t *p, uint64_t off, uint64_t i, uint64
         rec_put(p, off >> p->shift, rec_order(p, block), 0);
 }
 
-/* The requested size of the live block of `block` bytes at `off`. */
-static uint64_t record_requested(const alloc_pool_t *p, uint64_t off,
-                                 uint64_t block)
+/* The requested size of the live block of `block` bytes at `off`, and in
+ * *slot where its record is (NO_SLOT, REC_SLOT or a table index). */
+static uint64_t record_of(const alloc_pool_t *p, uint64_t off, uint64_t block,
+                          uint64_t *slot)
 {
     if (p->req != NULL) {
         unsigned k = rec_order(p, block);
         uint64_t v = rec_get(p, off >> p->shift, k);
-        if (v != rec_mask(rec_bytes(p, k)))
+        if (v != rec_mask(rec_bytes(p, k))) { /* else: in the table */
+            *slot = v != 0 ? REC_SLOT : NO_SLOT;
             return block - v;
+        }
     }
-    return table_requested(p, off, block);
+    uint64_t i = table_probe(p, (off >> p->shift) + 1);
+    *slot = p->slots[i].key != 0 ? i : NO_SLOT;
+    return p->slots[i].key != 0 ? p->slots[i].size : block;
+}
+
+static uint64_t record_requested(const alloc_pool_t *p, uint64_t off,
+                                 uint64_t block)
+{
+    uint64_t slot;
+    return record_of(p, off, block, &slot);
 }
 
 /* ---- pool_ -------------------------------------------------------------- */
@@ -748,32 +751,13 @@ static buddy_status pool_slot_at(alloc_pool_t *p, uint64_t offset, uint64_t *slo
         return BUDDY_ECLOSED;
     if (offset >= p->capacity || (offset & (((uint64_t)1 << p->shift) - 1)))
         return pool_why_not(p, offset);
-    uint64_t i = p->req != NULL ? NO_SLOT : table_probe(p, (offset >> p->shift) + 1);
-    if (p->req == NULL && p->slots[i].key != 0) {
-        *slot = i;
-        *block = table_block(p, i);
-        *size = p->slots[i].size;
-        return BUDDY_OK;
-    }
     uint64_t start = 0, bytes = 0;
     int is_free = 1;
     if (buddy_block_at(p->core, offset, &start, &bytes, &is_free) != BUDDY_OK ||
         is_free || start != offset)
         return pool_why_not(p, offset);
-    *slot = NO_SLOT; /* an exact fit, unless its record says otherwise */
-    *block = *size = bytes;
-    if (p->req != NULL) {
-        unsigned k = rec_order(p, bytes);
-        uint64_t v = rec_get(p, offset >> p->shift, k);
-        if (v == rec_mask(rec_bytes(p, k))) { /* in the table */
-            i = table_probe(p, (offset >> p->shift) + 1);
-            *slot = i;
-            *size = p->slots[i].size;
-        } else if (v != 0) {
-            *slot = REC_SLOT;
-            *size = bytes - v;
-        }
-    }
+    *block = bytes;
+    *size = record_of(p, offset, bytes, slot);
     return BUDDY_OK;
 }
 
