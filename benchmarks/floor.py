@@ -12,9 +12,20 @@ written four ways, from the API down to no Python function at all, beside
   slice     mv[off:off + n] alone                  the view that is the block
 
 The gap between ``api`` and ``bytearray(n)`` that no change to the C side
-can close is ``methods``: two Python calls, two cffi calls, one slice.  It
-reads the allocator's private entry points (alloc/_allocator.py), so it is
-a diagnostic, not an example.
+can close is ``methods``: two Python calls, two cffi calls, one slice.
+
+``python -m benchmarks.floor churn`` takes ``churn-py`` apart the same way,
+on its own trace (free the slot's block, allocate the step's size):
+
+  api       try_alloc / free, the workload's loop  what users write
+  inline    the entry-point calls, the slice and   no Python frame at all
+            id() written in the loop
+  no C      the api loop with two methods that     the Python share: no
+            only slice (free does nothing)         C call, no bookkeeping
+  bytearray churn-py's peer: slots[j] = bytearray(s)
+
+Both read the allocator's private entry points (alloc/_allocator.py), so
+they are diagnostics, not examples.
 """
 
 from __future__ import annotations
@@ -26,9 +37,11 @@ from typing import Any, Callable, Dict, List
 
 import alloc
 
-from .pyloops import timed
+from .pyloops import churn_trace, timed
+from .workloads import WORKLOADS
 
 PAIRS = 200_000
+STEPS = 200_000  # churn-py's own length
 ROUNDS = 7
 
 
@@ -51,6 +64,21 @@ class Minimal:
     def free(self, block: memoryview) -> None:
         entry = self._free_entry
         entry(id(block))
+
+
+class SliceOnly:
+    """alloc that only slices the arena, free that does nothing: the
+    Python a churn step runs besides the C calls."""
+
+    def __init__(self, a: Any) -> None:
+        self._mv = a._mv
+
+    def alloc(self, size: int) -> memoryview:
+        mv = self._mv
+        return mv[0:size]  # type: ignore[no-any-return]
+
+    def free(self, block: memoryview) -> None:
+        pass
 
 
 def loops(n: int) -> Dict[str, Callable[[], None]]:
@@ -90,21 +118,97 @@ def loops(n: int) -> Dict[str, Callable[[], None]]:
             f"bytearray({n})": peer}
 
 
+def churn_loops() -> Dict[str, Callable[[], float]]:
+    """churn-py's steps written four ways; each call fills the slots
+    (untimed), times the steps and returns ns per step."""
+    p = dict(WORKLOADS["churn-py"].params_for(quick=False))
+    p["steps"] = STEPS
+    init, slot, size = churn_trace(p)
+    steps = list(zip(slot, size))
+
+    def allocator() -> Any:
+        return alloc.BuddyAllocator(p["capacity"], min_size=p["min_size"])
+
+    def api() -> float:
+        a = allocator()
+        new, free = a.try_alloc, a.free
+        slots = [new(s) for s in init]
+
+        def loop() -> None:
+            for j, s in steps:
+                v = slots[j]
+                if v is not None:
+                    free(v)
+                v = slots[j] = new(s)
+
+        return timed(loop)[0] / len(steps)
+
+    def inline() -> float:
+        a = allocator()
+        mv: Any = a._mv
+        ea, ef = a._alloc_entry, a._free_entry
+        slots = [mv[o : o + s] for s in init for o in [ea(s)]]
+
+        def loop() -> None:  # the trace never fills the arena: no refusal
+            for j, s in steps:
+                ef(id(slots[j]))
+                off = ea(s)
+                slots[j] = mv[off : off + s]
+
+        return timed(loop)[0] / len(steps)
+
+    def no_c() -> float:
+        m = SliceOnly(allocator())
+        new, free = m.alloc, m.free
+        slots = [new(s) for s in init]
+
+        def loop() -> None:
+            for j, s in steps:
+                v = slots[j]
+                if v is not None:
+                    free(v)
+                v = slots[j] = new(s)
+
+        return timed(loop)[0] / len(steps)
+
+    def peer() -> float:
+        make = bytearray
+        slots = [make(s) for s in init]
+
+        def loop() -> None:
+            for j, s in steps:
+                slots[j] = make(s)
+
+        return timed(loop)[0] / len(steps)
+
+    return {"api": api, "inline": inline, "no C": no_c, "bytearray": peer}
+
+
+def report(title: str, ns: Dict[str, List[float]], peer: List[float]) -> None:
+    print(f"\n{title}")
+    for k, xs in ns.items():
+        ratio = statistics.median(x / p for x, p in zip(xs, peer))
+        print(f"  {k:16s} {statistics.median(xs):8.1f} ns   {ratio:5.2f}x")
+
+
 def main(argv: List[str]) -> int:
-    sizes = [int(x) for x in argv] or [64, 4096, 65536]
-    print(f"ns per pair, median of {ROUNDS} interleaved rounds of {PAIRS:,} "
-          "(ratio: to bytearray(n) of the same round)")
+    sizes = [int(x) for x in argv if x != "churn"] or ([] if argv else [64, 4096, 65536])
+    print(f"median of {ROUNDS} interleaved rounds (ratio: to the bytearray row "
+          "of the same round)")
     for n in sizes:
         ways = loops(n)
         ns: Dict[str, List[float]] = {k: [] for k in ways}
         for _ in range(ROUNDS):
             for k, loop in ways.items():
                 ns[k].append(per_pair(loop))
-        peer = ns[f"bytearray({n})"]
-        print(f"\nn = {n}")
-        for k, xs in ns.items():
-            ratio = statistics.median(x / p for x, p in zip(xs, peer))
-            print(f"  {k:16s} {statistics.median(xs):8.1f} ns   {ratio:5.2f}x")
+        report(f"pair, n = {n} ({PAIRS:,} pairs, ns a pair)", ns, ns[f"bytearray({n})"])
+    if "churn" in argv:
+        steps = churn_loops()
+        ns = {k: [] for k in steps}
+        for _ in range(ROUNDS):
+            for k, run in steps.items():
+                ns[k].append(run())
+        report(f"churn-py ({STEPS:,} steps, ns a step)", ns, ns["bytearray"])
     return 0
 
 

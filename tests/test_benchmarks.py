@@ -693,6 +693,34 @@ def test_floor_times_each_way_of_writing_a_pair(monkeypatch, capsys):
     out = capsys.readouterr().out
     for row in ("api", "methods", "inline", "slice", "bytearray(64)"):
         assert re.search(rf"^  {re.escape(row)} +[0-9.]+ ns +[0-9.]+x$", out, re.M), row
+    assert "churn" not in out
+
+
+def test_floor_takes_churn_py_apart(monkeypatch, capsys):
+    """python -m benchmarks.floor churn: the api and inline ways free each
+    slot's block before taking the step's one (every free accepted, one
+    block a slot live at the end); the no-C way allocates nothing."""
+    from benchmarks import floor
+
+    monkeypatch.setattr(floor, "STEPS", 300)
+    monkeypatch.setattr(floor, "ROUNDS", 1)
+    made = []
+    real = floor.alloc.BuddyAllocator
+    monkeypatch.setattr(floor.alloc, "BuddyAllocator",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    slots = floor.WORKLOADS["churn-py"].params["slots"]
+    for name, run in floor.churn_loops().items():
+        assert run() > 0, name
+        if name in ("api", "inline"):
+            c = made[-1].counters()
+            assert (len(made[-1]), c["alloc_calls"], c["free_calls"]) == (slots, slots + 300, 300)
+        elif name == "no C":
+            assert len(made[-1]) == 0 and made[-1].counters()["alloc_calls"] == 0
+    assert floor.main(["churn"]) == 0
+    out = capsys.readouterr().out
+    assert "pair" not in out  # churn alone asks for no pair sizes
+    for row in ("api", "inline", "no C", "bytearray"):
+        assert re.search(rf"^  {re.escape(row)} +[0-9.]+ ns +[0-9.]+x$", out, re.M), row
 
 
 def test_a_failed_process_group_ends_its_job(monkeypatch):
