@@ -118,6 +118,60 @@ _ZERO = lib.SEAM_ALLOC_ZERO
 _NO_TABLE = lib.POOL_NO_TABLE
 _USE_AFTER_FREE = lib.POOL_USE_AFTER_FREE
 _NO_LOCK = contextlib.nullcontext()
+
+
+# ---- the seam: how a block and its size cross into C ------------------------
+#
+# Where the build allows (csrc/seam.h, "objects as they are"), cffi passes a
+# block to free as the object itself, and alloc's entry point answers with
+# the block's view, made in C: one C call and no Python int or slice in
+# between.  A 64-byte alloc+free pair: 296 -> ~220 ns (benchmarks.floor's
+# api row).  Elsewhere -- a compiler that cannot tell the types apart, a
+# platform whose uint64_t is unsigned long long, a free-threaded build for
+# views, or ALLOC_SEAM=ids in the environment (how the tests run this path)
+# -- the same entry points take id(block) and the view is sliced here, by
+# _view_by_offset and _free_by_id below.
+
+
+class _Refusal(Exception):
+    """A refused view entry point: args[0] is the pool's status.  Raised
+    from C (csrc/seam.h) or by _view_by_offset; always caught here."""
+
+
+_RAW = bool(lib.seam_raw_objects()) and os.environ.get("ALLOC_SEAM") != "ids"
+_VIEWS = _RAW and bool(lib.seam_views())
+if lib.seam_raw_objects():
+    lib.seam_set_refusal(_Refusal)
+
+
+def _no_view(size: object) -> None:
+    """The view entry point of an allocator with no arena view (never
+    created, or closed): the slow path decides and says why."""
+    return None
+
+
+def _view_by_offset(mv: memoryview, entry: Any, size: object) -> Optional[memoryview]:
+    """What a view entry point (seam_view_<k>) does, from the offset one:
+    the block's view; None for a request the slow path decides (not an exact
+    int, 0, out of range); or _Refusal(status)."""
+    if type(size) is int:
+        try:
+            off = entry(size)
+        except OverflowError:  # < 0 or >= 2**64
+            return None
+        if off >= 0:
+            return mv[off : off + size]
+        if off != _ZERO:
+            mv = None  # type: ignore[assignment]  # the traceback must not pin the arena
+            raise _Refusal(off)
+    return None
+
+
+def _free_by_id(entry: Any, block: object) -> int:
+    """A free entry point called as the raw seam calls it (with the block)."""
+    return int(entry(id(block)))
+
+
 #: What guard mode fills free memory with (0xDB: "dead block").
 _GUARD_BYTE = 0xDB
 #: The pool of an allocator whose __init__ never ran (the C side refuses it).
@@ -217,8 +271,10 @@ class _Pool:
     # 463 -> 357 ns on 3.13; unchanged on 3.11.
     #
     # The pool's one-argument entry points (csrc/seam.h) are
-    # _alloc_entry(size), _free_entry(id(block)) and _free_at_entry(offset);
-    # until the pool exists they refuse, as a never-created pool.
+    # _alloc_entry(size), _free_entry(block) and _free_at_entry(offset),
+    # and BuddyAllocator's _view_entry(size); until the pool exists they
+    # refuse, as a never-created pool.  _slot is the C slot they are bound
+    # to, or -1.
     _STATE: Dict[str, Any] = {
         "_closed": True,
         "_h": _NO_POOL,
@@ -228,8 +284,9 @@ class _Pool:
         "_min_size": 0,
         "_guard": False,
         "_alloc_entry": functools.partial(lib.seam_alloc, _NO_POOL),
-        "_free_entry": functools.partial(lib.seam_free, _NO_POOL),
+        "_free_entry": functools.partial(_free_by_id, functools.partial(lib.seam_free, _NO_POOL)),
         "_free_at_entry": functools.partial(lib.pool_free_at, _NO_POOL),
+        "_slot": -1,
     }
     _closed: bool
     _h: Any
@@ -241,6 +298,7 @@ class _Pool:
     _alloc_entry: Any
     _free_entry: Any
     _free_at_entry: Any
+    _slot: int
 
     def __new__(cls: Type[_P], *args: Any, **kwargs: Any) -> _P:
         self = super().__new__(cls)
@@ -279,14 +337,15 @@ class _Pool:
         free: one argument instead of two saves ~45 ns a call (cffi packs
         two or more in a tuple).  Else the same functions get the pool
         passed each call."""
-        slot = lib.seam_bind(self._h)
+        slot = self._slot = lib.seam_bind(self._h)
         if slot >= 0:
             self._alloc_entry = getattr(lib, f"seam_alloc_{slot}")
-            self._free_entry = getattr(lib, f"seam_free_{slot}")
+            self._free_entry = (getattr(lib, f"seam_free_obj_{slot}") if _RAW else
+                                functools.partial(_free_by_id, getattr(lib, f"seam_free_{slot}")))
             self._free_at_entry = getattr(lib, f"seam_free_at_{slot}")
         else:
             self._alloc_entry = functools.partial(lib.seam_alloc, self._h)
-            self._free_entry = functools.partial(lib.seam_free, self._h)
+            self._free_entry = functools.partial(_free_by_id, functools.partial(lib.seam_free, self._h))
             self._free_at_entry = functools.partial(lib.pool_free_at, self._h)
 
     def blocks(self) -> Iterator[Tuple[int, int, int]]:
@@ -654,12 +713,14 @@ class BuddyAllocator(_Pool):
 
     _STATE = {
         **_Pool._STATE,
+        "_view_entry": _no_view,
         "_zero": {},  # never written: __init__ gives each its own
         "_zero_lock": contextlib.nullcontext(),
         "_mv": None,
         "_arena": None,
         "_base": 0,
     }
+    _view_entry: Any
     _zero: Dict[int, memoryview]
     _zero_lock: Any
     _mv: Optional[memoryview]
@@ -688,6 +749,21 @@ class BuddyAllocator(_Pool):
         self._mv = mv
         self._base = base
         self._guard = bool(guard)
+        self._bind_view(mv, lib.seam_set_base, "seam_view")
+
+    def _bind_view(self, mv: memoryview, set_base: Any, entries: str) -> None:
+        """Point _view_entry at the slot's view entry point, with the arena
+        view mv bound to the slot in C (set_base); else at _view_by_offset."""
+        if _VIEWS and self._slot >= 0 and set_base(self._slot, mv) == 0:
+            self._view_entry = getattr(lib, f"{entries}_{self._slot}")
+        else:
+            self._view_entry = functools.partial(_view_by_offset, mv, self._alloc_entry)
+
+    def _unbind_view(self, set_base: Any) -> None:
+        """Drop the arena view from the slot and the view entry point (close)."""
+        self._view_entry = _no_view
+        if _VIEWS and self._slot >= 0:
+            set_base(self._slot, None)
 
     def _own_arena(self, size: int, min_size: int) -> Tuple[int, memoryview, int]:
         if size <= 0:
@@ -737,15 +813,16 @@ class BuddyAllocator(_Pool):
     #
     # The hot paths (alloc, try_alloc, free) are written for the common case
     # and hand everything else to one slow path each:
-    #   alloc: an exact int -> one one-argument C call (_alloc_entry, see
-    #          _Pool._bind_entries) -> a slice of the arena view.  The C side hands
-    #          size 0 back (SEAM_ALLOC_ZERO) and cffi refuses a negative
-    #          size or one of 2**64 and up (OverflowError); those and every
-    #          other size object (numpy integers, __index__ objects, bad
-    #          ones) go to _alloc_other, which converts the size first and
-    #          reads the allocator's state after (the conversion may run
-    #          user code).
-    #   free:  one one-argument C call with id(block): the C side takes the
+    #   alloc: one one-argument C call, the view entry point (_view_entry,
+    #          see the seam above and _bind_view): for an exact int size it
+    #          allocates and answers with the block's view, made in C.  It
+    #          answers None for whatever it does not decide (size 0, not an
+    #          exact int -- numpy integers, __index__ objects, bad ones --,
+    #          out of range, a closed allocator): those go to _alloc_other,
+    #          which converts the size first and reads the allocator's state
+    #          after (the conversion may run user code).  A refusal comes
+    #          back as _Refusal(status), turned into the error a user sees.
+    #   free:  one one-argument C call with the block: the C side takes the
     #          buffer from the object itself and releases it before
     #          returning (csrc/seam.h).  Whatever it cannot decide alone (not
     #          a buffer, a zero-length buffer, a refusal that needs a
@@ -754,10 +831,11 @@ class BuddyAllocator(_Pool):
     # ~250 ns; helpers shared by the fast paths would add ~30 ns a call.
     # The one-argument entry points and exact fits (csrc/pool.h) then took
     # it from ~860 to ~450 ns on a busier host (min of 15 x 50,000, same
-    # session; callgrind: 5,898 -> 4,184 instructions a pair).  An entry
-    # point is read into a local before the call: ``self._free_entry(x)``
-    # compiles to LOAD_METHOD, which CPython 3.11 cannot specialise for an
-    # instance attribute (callgrind: ~235 instructions a pair more).
+    # session; callgrind: 5,898 -> 4,184 instructions a pair), and views
+    # made in C from ~296 to ~220 ns.  An entry point is read into a local
+    # before the call: ``self._free_entry(x)`` compiles to LOAD_METHOD,
+    # which CPython 3.11 cannot specialise for an instance attribute
+    # (callgrind: ~235 instructions a pair more).
 
     def alloc(self, size: int, align: Optional[int] = None) -> memoryview:
         """Return a writable view of exactly ``size`` bytes (not cleared).
@@ -768,39 +846,42 @@ class BuddyAllocator(_Pool):
         for a non-integer, :class:`ValueError` for a negative size, a bad
         ``align`` or a closed allocator.
         """
-        # mv is read before the C call: a close() racing this call cannot
-        # take it away after the block was counted (the alloc then simply
-        # happened before the close).
-        mv, entry = self._mv, self._alloc_entry
-        if type(size) is int and align is None:
+        entry = self._view_entry
+        if align is None:
             try:
-                off = entry(size)
-            except OverflowError:  # < 0 or >= 2**64: _alloc_other says why
-                off = _ZERO
-            if off >= 0:
-                return mv[off : off + size]  # type: ignore[index]
-            if off != _ZERO:
-                mv = None  # the traceback keeps this frame: it must not pin the arena
-                raise self._refusal(size, off)
-        mv = None
+                view = entry(size)
+            except _Refusal as refused:
+                status = refused.args[0]
+            else:
+                if view is not None:
+                    return view  # type: ignore[no-any-return]
+                status = None
+            if status is not None:  # raised out of the except: no __context__
+                entry = None  # (see below)
+                raise self._refusal(size, status)
+        # With the id() seam the entry point is a partial holding the arena
+        # view, and a traceback keeps this frame: it must not pin the arena.
+        entry = None
         return self._alloc_other(size, align, True)  # type: ignore[return-value]
 
     def try_alloc(self, size: int, align: Optional[int] = None) -> Optional[memoryview]:
         """Like :meth:`alloc`, but return ``None`` when no block fits."""
-        mv, entry = self._mv, self._alloc_entry
-        if type(size) is int and align is None:
+        entry = self._view_entry
+        if align is None:
             try:
-                off = entry(size)
-            except OverflowError:  # < 0 or >= 2**64: _alloc_other says why
-                off = _ZERO
-            if off >= 0:
-                return mv[off : off + size]  # type: ignore[index]
-            if off == _REFUSED and not self._closed:
+                view = entry(size)
+            except _Refusal as refused:
+                status = refused.args[0]
+            else:
+                if view is not None:
+                    return view  # type: ignore[no-any-return]
+                status = None
+            if status == _REFUSED and not self._closed:
                 return None
-            if off != _ZERO:
-                mv = None  # the traceback keeps this frame: it must not pin the arena
-                raise self._refusal(size, off)
-        mv = None
+            if status is not None:
+                entry = None  # (as in alloc)
+                raise self._refusal(size, status)
+        entry = None  # (as in alloc)
         return self._alloc_other(size, align, False)
 
     def _alloc_other(self, size: object, align: object, strict: bool) -> Optional[memoryview]:
@@ -894,7 +975,7 @@ class BuddyAllocator(_Pool):
         non-buffer.
         """
         entry = self._free_entry
-        status = entry(id(block))
+        status = entry(block)
         if status:
             self._free_other(block, status, "free()")
 
@@ -1101,6 +1182,7 @@ class BuddyAllocator(_Pool):
         _Pool.close(self)
         # Drop (not release) the base view: an alloc racing this close may
         # still slice it, and live slices keep the arena's memory anyway.
+        self._unbind_view(lib.seam_set_base)
         self._mv = None
         self._arena = None
         self._zero = {}
@@ -1341,7 +1423,8 @@ class SharedBuddyAllocator(BuddyAllocator):
         **{k: v for k, v in BuddyAllocator._STATE.items() if k != "_st"},  # a property here
         "_h": _NO_SHARED,
         "_alloc_entry": functools.partial(lib.shared_py_alloc, _NO_SHARED),
-        "_free_entry": functools.partial(lib.shared_seam_free, _NO_SHARED),
+        "_free_entry": functools.partial(_free_by_id, functools.partial(lib.shared_seam_free,
+                                                                        _NO_SHARED)),
         "_free_at_entry": functools.partial(lib.shared_free_at, _NO_SHARED),  # unused
         "_name": None,
         "_tracker_pid": 0,  # the pid that registered the name with its resource tracker
@@ -1373,19 +1456,21 @@ class SharedBuddyAllocator(BuddyAllocator):
         else:
             h = self._attach(cast(str, name))
         self._h = ffi.gc(h, lib.shared_py_destroy)  # also frees its slot
-        slot = lib.shared_py_bind(h)  # one-argument entry points (shared_py.h)
+        slot = self._slot = lib.shared_py_bind(h)  # one-argument entry points (shared_py.h)
         if slot >= 0:
             self._alloc_entry = getattr(lib, f"shared_alloc_{slot}")
-            self._free_entry = getattr(lib, f"shared_free_{slot}")
+            self._free_entry = (getattr(lib, f"shared_free_obj_{slot}") if _RAW else
+                                functools.partial(_free_by_id, getattr(lib, f"shared_free_{slot}")))
         else:  # the same functions with the handle passed (size 0 as a slot's)
             self._alloc_entry = functools.partial(lib.shared_py_alloc, self._h)
-            self._free_entry = functools.partial(lib.shared_seam_free, self._h)
+            self._free_entry = functools.partial(
+                _free_by_id, functools.partial(lib.shared_seam_free, self._h))
         self._free_at_entry = functools.partial(lib.shared_free_at, self._h)
         keep = self._h  # the arena's memory is the handle's mapping
         capacity = int(lib.shared_capacity(h))
         arena = ffi.gc(lib.shared_arena(h), lambda _p, keep=keep: None)
         self._arena = arena
-        self._mv = memoryview(ffi.buffer(arena, capacity))
+        self._mv = mv = memoryview(ffi.buffer(arena, capacity))
         self._base = int(ffi.cast("uintptr_t", arena))
         self._core = lib.shared_core(h)
         self._live_st = lib.buddy_stats(self._core)
@@ -1394,6 +1479,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         self._zero = {}
         self._zero_lock = threading.Lock()
         self._closed = False
+        self._bind_view(mv, lib.shared_py_set_base, "shared_view")
 
     def _create(self, name: Optional[str], capacity: int, min_size: int) -> Any:
         import secrets
@@ -1473,6 +1559,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         self._frozen_largest = int(lib.buddy_largest_free(self._core))
         self._closed = True
         lib.shared_detach(self._h)
+        self._unbind_view(lib.shared_py_set_base)
         self._mv = None
         self._arena = None
         self._zero = {}

@@ -6,20 +6,22 @@ written four ways, from the API down to no Python function at all, beside
 
   api       v = a.alloc(n); a.free(v)              what users write
   methods   the same through two methods that do   the API's checks removed
-            only the entry-point call and the slice
-  inline    the two entry-point calls, the slice   no Python frame at all
-            and id() written in the loop
-  slice     mv[off:off + n] alone                  the view that is the block
+            only the entry-point call
+  inline    the two entry-point calls written in   no Python frame at all
+            the loop
+  slice     mv[off:off + n] alone                  what making a view costs
 
 The gap between ``api`` and ``bytearray(n)`` that no change to the C side
-can close is ``methods``: two Python calls, two cffi calls, one slice.
+can close is ``methods``: two Python calls, two cffi calls.  The entry
+points are alloc/_allocator.py's _view_entry (the block's view, made in C
+where the build allows: csrc/seam.h) and _free_entry (the block).
 
 ``python -m benchmarks.floor churn`` takes ``churn-py`` apart the same way,
 on its own trace (free the slot's block, allocate the step's size):
 
   api       try_alloc / free, the workload's loop  what users write
-  inline    the entry-point calls, the slice and   no Python frame at all
-            id() written in the loop
+  inline    the entry-point calls written in the   no Python frame at all
+            loop
   no C      the api loop with two methods that     the Python share: no
             only slice (free does nothing)         C call, no bookkeeping
   bytearray churn-py's peer: slots[j] = bytearray(s)
@@ -51,19 +53,18 @@ def per_pair(loop: Callable[[], None]) -> float:
 
 
 class Minimal:
-    """alloc and free with nothing but the entry-point call and the slice."""
+    """alloc and free with nothing but the entry-point call."""
 
     def __init__(self, a: Any) -> None:
-        self._mv, self._alloc_entry, self._free_entry = a._mv, a._alloc_entry, a._free_entry
+        self._view_entry, self._free_entry = a._view_entry, a._free_entry
 
     def alloc(self, size: int) -> memoryview:
-        mv, entry = self._mv, self._alloc_entry
-        off = entry(size)
-        return mv[off : off + size]  # type: ignore[no-any-return]
+        entry = self._view_entry
+        return entry(size)  # type: ignore[no-any-return]
 
     def free(self, block: memoryview) -> None:
         entry = self._free_entry
-        entry(id(block))
+        entry(block)
 
 
 class SliceOnly:
@@ -86,7 +87,7 @@ def loops(n: int) -> Dict[str, Callable[[], None]]:
     new, free = a.alloc, a.free
     m = Minimal(a)
     mnew, mfree = m.alloc, m.free
-    ea, ef = a._alloc_entry, a._free_entry
+    ev, ef = a._view_entry, a._free_entry
     mv: Any = a._mv
     make = bytearray
 
@@ -102,9 +103,8 @@ def loops(n: int) -> Dict[str, Callable[[], None]]:
 
     def inline() -> None:
         for _ in itertools.repeat(None, PAIRS):
-            off = ea(n)
-            v = mv[off : off + n]
-            ef(id(v))
+            v = ev(n)
+            ef(v)
 
     def sliced() -> None:
         for _ in itertools.repeat(None, PAIRS):
@@ -145,15 +145,13 @@ def churn_loops() -> Dict[str, Callable[[], float]]:
 
     def inline() -> float:
         a = allocator()
-        mv: Any = a._mv
-        ea, ef = a._alloc_entry, a._free_entry
-        slots = [mv[o : o + s] for s in init for o in [ea(s)]]
+        ev, ef = a._view_entry, a._free_entry
+        slots = [ev(s) for s in init]
 
         def loop() -> None:  # the trace never fills the arena: no refusal
             for j, s in steps:
-                ef(id(slots[j]))
-                off = ea(s)
-                slots[j] = mv[off : off + s]
+                ef(slots[j])
+                slots[j] = ev(s)
 
         return timed(loop)[0] / len(steps)
 

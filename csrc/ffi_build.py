@@ -67,23 +67,56 @@ CDEF = "\n".join(
 # The one-argument entry points of csrc/seam.h: a pair per slot.
 SEAM_SLOTS = int(re.search(r"#define SEAM_SLOTS (\d+)", _read("seam.h")).group(1))
 SEAM_ENTRIES = "".join(
-    f"int64_t seam_alloc_{k}(uint64_t size);\nint seam_free_{k}(uintptr_t obj);\n"
+    f"int64_t seam_alloc_{k}(uint64_t size);\nseam_obj seam_view_{k}(seam_obj size);\n"
+    f"int seam_free_{k}(uintptr_t obj);\nint seam_free_obj_{k}(seam_obj obj);\n"
     f"int seam_free_at_{k}(uint64_t off);\n"
     for k in range(SEAM_SLOTS)
 )
 CDEF += SEAM_ENTRIES
 # ... and those of csrc/shared_py.h.
 SHARED_SLOTS = int(re.search(r"#define SHARED_SLOTS (\d+)", _read("shared_py.h")).group(1))
-CDEF += "".join(
-    f"int64_t shared_alloc_{k}(uint64_t size);\nint shared_free_{k}(uintptr_t obj);\n"
+SHARED_ENTRIES = "".join(
+    f"int64_t shared_alloc_{k}(uint64_t size);\nseam_obj shared_view_{k}(seam_obj size);\n"
+    f"int shared_free_{k}(uintptr_t obj);\nint shared_free_obj_{k}(seam_obj obj);\n"
     for k in range(SHARED_SLOTS)
 )
+CDEF += SHARED_ENTRIES
 CDEF += """
 /* binding helpers, defined in the preamble below */
 int alloc_gil_held(void);
+int seam_raw_objects(void);
+seam_obj seam_echo(seam_obj obj);
 const char *alloc_build_version(void);
 void *memset(void *s, int c, size_t n);
 """
+
+
+
+def _cffi_int_macros() -> str:
+    """cffi's own _cffi_to_c_int and _cffi_from_c_int (from the
+    _cffi_include.h that the generated module embeds), renamed
+    alloc_cffi_to_c_int and alloc_cffi_from_c_int, for the preamble's raw
+    objects to fall back on; or "" if they are not found as expected (the
+    build then converts every argument as cffi does, and the binding passes
+    id()s: seam.h)."""
+    import cffi
+
+    path = os.path.join(os.path.dirname(cffi.__file__), "_cffi_include.h")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    out = []
+    for name, arg in (("_cffi_to_c_int", "o"), ("_cffi_from_c_int", "x")):
+        m = re.search(rf"^#define {name}\({arg}, type\)((?:.*\\\n)+.*)$", text, re.M)
+        if m is None:
+            return ""
+        out.append(f"#define alloc{name}({arg}, type){m.group(1)}")
+    return "\n".join(out) + "\n"
+
+
+CFFI_INT_MACROS = _cffi_int_macros()
 
 PREAMBLE = """
 #include "buddy.h"
@@ -107,8 +140,47 @@ PREAMBLE = """
 /* 1 when called with the GIL held: proves the macros above took effect. */
 static int alloc_gil_held(void) { return PyGILState_Check(); }
 
-static const char *alloc_build_version(void) { return "%s"; }
-""" % VERSION + SEAM_ENTRIES
+%(cffi_int_macros)s
+/* Raw objects (csrc/seam.h, seam_obj): the wrappers cffi generates below
+ * convert each integer argument with _cffi_to_c_int(obj, type) and each
+ * integer result with _cffi_from_c_int(x, type), naming the C type as
+ * declared.  For seam_obj (unsigned long long) these pass the PyObject *
+ * through; every other type goes to cffi's own macros, renamed.  Only
+ * where the compiler can tell the types apart at compile time and no
+ * other declared type is unsigned long long (uint64_t is on some
+ * platforms); elsewhere ALLOC_RAW is 0 and cffi converts as usual. */
+#if defined(ALLOC_CFFI_INT_MACROS) && defined(__GNUC__)
+#define ALLOC_RAW(type)                                                      \\
+    (__builtin_types_compatible_p(type, seam_obj) &&                         \\
+     !__builtin_types_compatible_p(uint64_t, seam_obj) &&                    \\
+     !__builtin_types_compatible_p(uintptr_t, seam_obj) &&                   \\
+     !__builtin_types_compatible_p(size_t, seam_obj))
+#undef _cffi_to_c_int
+#define _cffi_to_c_int(o, type)                                              \\
+    (ALLOC_RAW(type) ? (type)(uintptr_t)(o) : alloc_cffi_to_c_int(o, type))
+#undef _cffi_from_c_int
+#define _cffi_from_c_int(x, type)                                            \\
+    (ALLOC_RAW(type) ? (PyObject *)(uintptr_t)(x) : alloc_cffi_from_c_int(x, type))
+#else
+#define ALLOC_RAW(type) 0
+#endif
+
+/* 1 if seam_obj crosses cffi as the object itself. */
+static int seam_raw_objects(void) { return ALLOC_RAW(seam_obj); }
+
+/* obj itself (a new reference) where raw objects work: a test's probe.
+ * Never called otherwise (the value would not be an object). */
+static seam_obj seam_echo(seam_obj obj)
+{
+    Py_INCREF((PyObject *)(uintptr_t)obj);
+    return obj;
+}
+
+static const char *alloc_build_version(void) { return "%(version)s"; }
+""" % {
+    "version": VERSION,
+    "cffi_int_macros": "#define ALLOC_CFFI_INT_MACROS 1\n" + CFFI_INT_MACROS if CFFI_INT_MACROS else "",
+} + SEAM_ENTRIES + SHARED_ENTRIES  # the wrappers below call them: declared
 
 SOURCES = ["csrc/buddy.c", "csrc/pool.c", "csrc/seam.c", "csrc/bench.c",
            "csrc/shared.c", "csrc/shared_py.c"]
@@ -126,7 +198,9 @@ ffibuilder.set_source(
     # The limited API makes every call 2-4x dearer (a one-argument call:
     # ~150 ns vs ~40 ns here), and free-threaded builds have none.
     py_limited_api=False,
-    extra_compile_args=["-O2"] if os.name != "nt" else [],
+    # An undeclared function is an error: the wrappers must see every
+    # entry point's real prototype (an implicit one returns int).
+    extra_compile_args=["-O2", "-Werror=implicit-function-declaration"] if os.name != "nt" else [],
 )
 
 if __name__ == "__main__":

@@ -14,9 +14,13 @@ static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 #define SLOTS_UNLOCK() ((void)0)
 #endif
 
-/* The pool bound to each slot, or NULL (see seam.h). */
+/* The pool bound to each slot, or NULL, and its arena view (see seam.h). */
 static void *seam_slots[SEAM_SLOTS];
+static PyObject *seam_bases[SEAM_SLOTS];
 #define SLOT_GET(k) ((alloc_pool_t *)SEAM_SLOT_GET(seam_slots, k))
+
+/* The exception a refused seam_view raises (seam_set_refusal). */
+static PyObject *refusal_type;
 
 int seam_buffer(PyObject *obj, Py_buffer *view)
 {
@@ -47,6 +51,57 @@ int seam_free(alloc_pool_t *p, uintptr_t obj)
 }
 
 static int free_one(void *p, uintptr_t obj) { return seam_free(p, obj); }
+
+static int64_t alloc_bytes(void *p, uint64_t size) { return pool_alloc(p, size); }
+static void undo_alloc(void *p, uint64_t off) { (void)pool_free_at(p, off); }
+
+int seam_views(void)
+{
+#ifdef Py_GIL_DISABLED
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+int seam_set_refusal(seam_obj type)
+{
+    PyObject *t = (PyObject *)(uintptr_t)type;
+    Py_INCREF(t);
+    Py_XDECREF(refusal_type);
+    refusal_type = t;
+    return 0;
+}
+
+PyObject *seam_refuse(int64_t status)
+{
+    PyObject *code = PyLong_FromLongLong(status);
+    if (code != NULL) {
+        PyErr_SetObject(refusal_type, code);
+        Py_DECREF(code);
+    }
+    return NULL;
+}
+
+int seam_base_store(PyObject **bases, int n, int slot, PyObject *view)
+{
+    if (!seam_views() || slot < 0 || slot >= n)
+        return -1;
+    PyObject *old = bases[slot];
+    if (view == Py_None) {
+        bases[slot] = NULL;
+    } else {
+        Py_INCREF(view);
+        bases[slot] = view;
+    }
+    Py_XDECREF(old); /* last: it may free the arena and run code */
+    return 0;
+}
+
+int seam_set_base(int slot, seam_obj view)
+{
+    return seam_base_store(seam_bases, SEAM_SLOTS, slot, (PyObject *)(uintptr_t)view);
+}
 
 int seam_free_many(alloc_pool_t *p, uintptr_t list, uint64_t *index)
 {
@@ -86,20 +141,28 @@ int seam_slot_bind(void **slots, int n, void *h)
     return slot;
 }
 
-void seam_slot_unbind(void **slots, int n, void *h)
+void seam_slot_unbind(void **slots, PyObject **bases, int n, void *h)
 {
+    PyObject *view = NULL;
     SLOTS_LOCK();
-    for (int k = 0; h != NULL && k < n; k++)
-        if (SEAM_SLOT_GET(slots, k) == h)
+    for (int k = 0; h != NULL && k < n; k++) {
+        if (SEAM_SLOT_GET(slots, k) == h) {
+            if (bases != NULL) {
+                view = bases[k];
+                bases[k] = NULL;
+            }
             __atomic_store_n(&slots[k], NULL, __ATOMIC_RELEASE);
+        }
+    }
     SLOTS_UNLOCK();
+    Py_XDECREF(view); /* outside the lock: it may free the arena */
 }
 
 int seam_bind(alloc_pool_t *p) { return seam_slot_bind(seam_slots, SEAM_SLOTS, p); }
 
 void seam_destroy(alloc_pool_t *p)
 {
-    seam_slot_unbind(seam_slots, SEAM_SLOTS, p);
+    seam_slot_unbind(seam_slots, seam_bases, SEAM_SLOTS, p);
     pool_destroy(p);
 }
 
@@ -110,8 +173,17 @@ void seam_destroy(alloc_pool_t *p)
     {                                                                         \
         return seam_alloc(SLOT_GET(k), size);                               \
     }                                                                         \
+    seam_obj seam_view_##k(seam_obj size);                                    \
+    seam_obj seam_view_##k(seam_obj size)                                     \
+    {                                                                         \
+        return (uintptr_t)seam_view_object(SLOT_GET(k), &seam_bases[k],       \
+                                           (PyObject *)(uintptr_t)size,       \
+                                           alloc_bytes, undo_alloc);          \
+    }                                                                         \
     int seam_free_##k(uintptr_t obj);                                         \
     int seam_free_##k(uintptr_t obj) { return seam_free(SLOT_GET(k), obj); }   \
+    int seam_free_obj_##k(seam_obj obj);                                      \
+    int seam_free_obj_##k(seam_obj obj) { return seam_free(SLOT_GET(k), obj); } \
     int seam_free_at_##k(uint64_t off);                                       \
     int seam_free_at_##k(uint64_t off)                                        \
     {                                                                         \

@@ -39,6 +39,19 @@
 /* pool_alloc(p, size) for size >= 1; SEAM_ALLOC_ZERO for 0. */
 int64_t seam_alloc(alloc_pool_t *p, uint64_t size);
 
+/* ---- objects as they are ---------------------------------------------------
+ * A seam_obj is a PyObject *.  Where the build can (ffi_build.py: GCC or
+ * Clang, and no other type in these headers is unsigned long long), cffi's
+ * generated wrappers pass an argument of this type and return a result of
+ * it untouched, instead of converting them to and from a Python int: the
+ * binding hands a block to free as it is (not its id()), and an alloc
+ * returns the block's view made here.  seam_raw_objects() (the preamble)
+ * says whether that is so; where it is not, the binding never calls the
+ * functions that take or return a seam_obj: it passes id(obj) to those
+ * that take a uintptr_t and slices the view itself.  Measured against
+ * that: a 64-byte alloc+free pair 296 -> ~210 ns (see seam_view_<k>). */
+typedef unsigned long long seam_obj;
+
 /* pool_free() of the bytes of the object at address `obj` (an id()). */
 int seam_free(alloc_pool_t *p, uintptr_t obj);
 
@@ -46,11 +59,13 @@ int seam_free(alloc_pool_t *p, uintptr_t obj);
  * cffi passes one argument as is (METH_O) but two or more in a tuple it
  * unpacks: a two-argument call costs ~45 ns more than a one-argument call,
  * more than the allocation itself.  So the pool is bound in C instead:
- * there are SEAM_SLOTS slots, and for each slot k three entry points,
+ * there are SEAM_SLOTS slots, and for each slot k five entry points,
  *
- *     int64_t seam_alloc_<k>(uint64_t size);   = seam_alloc(slot k, size)
- *     int     seam_free_<k>(uintptr_t obj);    = seam_free(slot k, obj)
- *     int     seam_free_at_<k>(uint64_t off);  = pool_free_at(slot k, off)
+ *     int64_t  seam_alloc_<k>(uint64_t size);   = seam_alloc(slot k, size)
+ *     seam_obj seam_view_<k>(seam_obj size);    (below: views made in C)
+ *     int      seam_free_<k>(uintptr_t obj);    = seam_free(slot k, obj)
+ *     int      seam_free_obj_<k>(seam_obj obj); = the same, given the object
+ *     int      seam_free_at_<k>(uint64_t off);  = pool_free_at(slot k, off)
  *
  * (defined in seam.c, declared to cffi by ffi_build.py).  seam_bind puts a
  * pool in a free slot and says which; a pool that finds none (more than
@@ -66,7 +81,34 @@ int seam_free(alloc_pool_t *p, uintptr_t obj);
 /* The slot p is now bound to, or -1 if every slot is taken. */
 int seam_bind(alloc_pool_t *p);
 
-/* Releases p's slot (if it has one) and destroys it (pool_destroy). */
+/* ---- views made in C -------------------------------------------------------
+ * seam_view_<k>(size) allocates like seam_alloc_<k> and answers with the
+ * block itself, view[off : off + size] of the arena view bound to slot k
+ * (seam_set_base): one C call instead of a call, a Python int and a slice.
+ * Only where seam_raw_objects() and seam_views() say so.  It returns
+ *   a new view;
+ *   None when the request is not for this path: size not an exact int, 0,
+ *     negative or 2**64 and up, or no view bound to the slot (not yet, or
+ *     the allocator was closed) -- the binding's slow path decides those;
+ *   or it raises the binding's refusal exception (seam_set_refusal) with
+ *     the refusing status (a POOL_* code) as its one argument.
+ * Until a slot's base is bound (or after it is cleared) the entry points
+ * return None and allocate nothing. */
+
+/* 1 where views are made in C: a build with a GIL (the base view a close()
+ * clears must not be read by another thread meanwhile). */
+int seam_views(void);
+
+/* The exception type seam_view raises for a refusal (kept for good). */
+int seam_set_refusal(seam_obj type);
+
+/* Binds the arena view `view` (a 1-D memoryview of bytes) to slot k, or
+ * clears the slot's view when `view` is None.  0, or -1 for no such slot
+ * or where views are not made in C. */
+int seam_set_base(int slot, seam_obj view);
+
+/* Releases p's slot (if it has one) and its view, and destroys it
+ * (pool_destroy). */
 void seam_destroy(alloc_pool_t *p);
 
 /* Frees the blocks of the list at address `list` (an id(); a list object)

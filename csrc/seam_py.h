@@ -35,6 +35,45 @@ static inline int seam_free_object(void *h, uintptr_t obj,
     return status;
 }
 
+/* Raises the exception seam_set_refusal named, with `status` as its one
+ * argument, and returns NULL (for seam_view_object). */
+PyObject *seam_refuse(int64_t status);
+
+/* seam_view (seam.h) for any allocator: alloc(h, n) for the exact int
+ * `size`, then the view (*base)[off : off + n].  *base is read after
+ * alloc, which may wait with the GIL released (a shared allocator's lock):
+ * if a close() cleared it meanwhile, undo(h, off) gives the block back and
+ * the answer is None, as for a closed allocator. */
+static inline PyObject *seam_view_object(void *h, PyObject *const *base, PyObject *size,
+                                         int64_t (*alloc)(void *, uint64_t),
+                                         void (*undo)(void *, uint64_t))
+{
+    if (*base == NULL || h == NULL || !PyLong_CheckExact(size))
+        goto slow;
+    uint64_t n = PyLong_AsUnsignedLongLong(size);
+    if (n == (uint64_t)-1 && PyErr_Occurred()) { /* < 0 or >= 2**64 */
+        PyErr_Clear();
+        goto slow;
+    }
+    if (n == 0)
+        goto slow; /* a zero-size block is recorded by identity, in Python */
+    int64_t off = alloc(h, n);
+    if (off < 0)
+        return seam_refuse(off);
+    if (*base == NULL) {
+        undo(h, (uint64_t)off);
+        goto slow;
+    }
+    /* off + n <= capacity <= 2**62: no overflow */
+    PyObject *view = PySequence_GetSlice(*base, (Py_ssize_t)off, (Py_ssize_t)(off + (int64_t)n));
+    if (view == NULL)
+        undo(h, (uint64_t)off); /* no memory for the view: nothing lost */
+    return view;
+slow:
+    Py_INCREF(Py_None);
+    return Py_None;
+}
+
 /* free_many's loop: free_one(h, id(item)) for the items of the list at
  * address `list` from index *index on; BUDDY_OK, or the first refusal
  * with its index in *index (the items before it are freed).  The length
@@ -60,6 +99,10 @@ static inline int seam_free_list(void *h, uintptr_t list, uint64_t *index,
     return BUDDY_OK;
 }
 
+/* Binds `view` to bases[slot] (None clears it): seam_set_base for a table
+ * of n slots. */
+int seam_base_store(PyObject **bases, int n, int slot, PyObject *view);
+
 /* A slot table: n handles, NULL where a slot is free.  A slot is read with
  * acquire and written with release ordering (a plain load and store on
  * x86), so an entry point running on a free-threaded build sees a handle
@@ -70,7 +113,8 @@ static inline int seam_free_list(void *h, uintptr_t list, uint64_t *index,
 /* Puts h in a free slot and returns its index, or -1 if none is free. */
 int seam_slot_bind(void **slots, int n, void *h);
 
-/* Empties h's slot, if it has one. */
-void seam_slot_unbind(void **slots, int n, void *h);
+/* Empties h's slot, if it has one, and clears that slot's view in bases
+ * (if bases is not NULL). */
+void seam_slot_unbind(void **slots, PyObject **bases, int n, void *h);
 
 #endif /* ALLOC_SEAM_PY_H */

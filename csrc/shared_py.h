@@ -5,6 +5,7 @@
 #ifndef ALLOC_SHARED_PY_H
 #define ALLOC_SHARED_PY_H
 
+#include "seam.h"
 #include "shared.h"
 
 /* Installs the wait hooks (shared_set_wait_hooks) that release the GIL
@@ -22,9 +23,13 @@ int shared_seam_free_many(shared_t *h, uintptr_t list, uint64_t *index);
 /* ---- one-argument entry points (as seam.h's, for the same ~45 ns) ------
  * SHARED_SLOTS slots; for each slot k
  *
- *     int64_t shared_alloc_<k>(uint64_t size);  = shared_alloc(slot k, size),
+ *     int64_t  shared_alloc_<k>(uint64_t size); = shared_alloc(slot k, size),
  *                                                 SEAM_ALLOC_ZERO for size 0
- *     int     shared_free_<k>(uintptr_t obj);   = shared_seam_free(slot k, obj)
+ *     seam_obj shared_view_<k>(seam_obj size);  = seam_view_<k> for slot k
+ *                                                 (seam.h), its view bound
+ *                                                 by shared_py_set_base
+ *     int      shared_free_<k>(uintptr_t obj);  = shared_seam_free(slot k, obj)
+ *     int      shared_free_obj_<k>(seam_obj obj); = the same, given the object
  *
  * (defined in shared_py.c, declared to cffi by ffi_build.py).
  * shared_py_bind puts a handle in a free slot and says which (-1: none
@@ -38,9 +43,13 @@ int shared_seam_free_many(shared_t *h, uintptr_t list, uint64_t *index);
 
 int shared_py_bind(shared_t *h);
 
+/* seam_set_base for the shared slots. */
+int shared_py_set_base(int slot, seam_obj view);
+
 /* What shared_alloc_<k> does, with the handle passed: for a handle that
  * found no free slot (size 0: SEAM_ALLOC_ZERO, the binding's slow path). */
 int64_t shared_py_alloc(shared_t *h, uint64_t size);
+/* Empties h's slot and its view, and releases h (shared_release). */
 void shared_py_destroy(shared_t *h);
 
 #endif /* ALLOC_SHARED_PY_H */
