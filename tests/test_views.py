@@ -1,0 +1,191 @@
+"""Objects across the seam (csrc/seam.h, "objects as they are"): where the
+build allows, free hands cffi the block itself and alloc's entry point
+answers with the block's view, made in C.  Elsewhere, or with ALLOC_SEAM=ids
+in the environment (CI runs the whole suite that way too), the id() entry
+points and a slice made in Python do the same.  These tests hold on both."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import sysconfig
+
+import pytest
+
+from alloc import BuddyAllocator, OutOfMemory, SharedBuddyAllocator
+from alloc import _allocator
+from alloc._allocator import lib
+
+IDS = os.environ.get("ALLOC_SEAM") == "ids"
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def assert_resizable(buf: bytearray) -> None:
+    """A bytearray nobody exports can grow (BufferError while exported)."""
+    buf.extend(b"\0")
+    del buf[-1]
+
+
+def test_the_raw_seam_is_built_where_it_can_be():
+    """On Linux with GCC or Clang the build passes objects through cffi:
+    if a cffi or compiler change silently lost that, this says so (the
+    library would still work, ~30 % slower a pair)."""
+    if sys.platform.startswith("linux"):
+        assert lib.seam_raw_objects() == 1
+    if lib.seam_raw_objects():
+        probe = object()
+        assert lib.seam_echo(probe) is probe
+        assert lib.seam_echo(probe) is probe  # a new reference each time
+    assert _allocator._RAW == (bool(lib.seam_raw_objects()) and not IDS)
+    assert _allocator._VIEWS == (_allocator._RAW and not FREE_THREADED)
+
+
+def test_the_entry_points_are_the_ones_the_seam_says():
+    a = BuddyAllocator(1 << 16)
+    slot = a._slot
+    assert slot >= 0
+    if _allocator._VIEWS:
+        assert a._view_entry is getattr(lib, f"seam_view_{slot}")
+    else:
+        assert a._view_entry.func is _allocator._view_by_offset
+    if _allocator._RAW:
+        assert a._free_entry is getattr(lib, f"seam_free_obj_{slot}")
+    else:
+        assert a._free_entry.func is _allocator._free_by_id
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 64, 1000, 4096])
+def test_a_view_made_in_c_is_the_slice_python_would_make(n):
+    arena = bytearray(1 << 16)
+    a = BuddyAllocator(arena)
+    v = a.alloc(n)
+    off = a.offset_of(v)
+    same = memoryview(arena)[off : off + n]
+    assert (v.obj, v.format, v.itemsize, v.ndim, v.shape, v.strides, v.readonly,
+            v.c_contiguous) == (arena, "B", 1, 1, (n,), (1,), False, True)
+    assert v == same
+    v[:] = b"\x5a" * n
+    assert arena[off : off + n] == b"\x5a" * n
+    assert sys.getrefcount(v) == 2  # v and the argument: no reference leaked
+    a.free(v)
+    same.release()
+    assert len(a) == 0
+
+
+def test_views_leak_no_reference_to_the_arena_view():
+    a = BuddyAllocator(1 << 20)
+    base = a._mv
+    before = sys.getrefcount(base)
+    for n in (64, 100, 4096) * 2000:
+        v = a.alloc(n)
+        a.free(v)
+    w = a.try_alloc(1 << 21)  # refused: nothing made
+    assert w is None
+    assert sys.getrefcount(base) == before
+    assert a.counters() == {"alloc_calls": 6000, "free_calls": 6000, "failed_allocs": 1}
+
+
+def test_a_refusal_is_counted_once_and_raised_as_the_user_error():
+    a = BuddyAllocator(4096)
+    assert a.try_alloc(8192) is None
+    with pytest.raises(OutOfMemory) as info:
+        a.alloc(8192)
+    assert info.value.__context__ is None  # the seam's own exception never shows
+    assert a.counters()["failed_allocs"] == 2
+    a.close()
+    with pytest.raises(ValueError, match="closed"):
+        a.try_alloc(64)
+    with pytest.raises(ValueError, match="closed"):
+        a.alloc(64)
+
+
+def test_close_unbinds_the_arena_from_the_slot():
+    arena = bytearray(1 << 16)
+    a = BuddyAllocator(arena)
+    slot = a._slot
+    v = a.alloc(64)
+    a.close()
+    if _allocator._VIEWS:  # the slot no longer holds the arena view
+        assert getattr(lib, f"seam_view_{slot}")(64) is None
+    del v
+    assert_resizable(arena)  # only the allocator object is left: nothing pins it
+
+
+def test_a_dropped_allocator_unpins_its_arena_and_frees_its_slot():
+    """Never closed, only dropped: its slot's view goes with its pool (else
+    the C slot would pin the arena for good), and the next allocator bound
+    to that slot makes views of its own arena."""
+    gc.collect()
+    first = bytearray(1 << 16)
+    a = BuddyAllocator(first)
+    slot = a._slot
+    del a
+    gc.collect()
+    assert_resizable(first)
+    second = bytearray(1 << 16)
+    b = BuddyAllocator(second)
+    assert b._slot == slot  # the same slot, reused
+    v = b.alloc(64)
+    assert v.obj is second
+    b.free(v)
+
+
+def test_a_view_is_refused_after_close_even_mid_call():
+    """The C side reads the slot's arena view after allocating: a close()
+    that cleared it meanwhile (the shared lock may wait with the GIL
+    released) gives the block back and answers None.  Emulated here by
+    clearing the slot's view, as close() does, before the call."""
+    a = BuddyAllocator(1 << 16)
+    if lib.seam_raw_objects() and lib.seam_views():  # this build makes views
+        entry = getattr(lib, f"seam_view_{a._slot}")
+        lib.seam_set_base(a._slot, None)
+        assert entry(64) is None  # no view bound: nothing allocated
+        assert len(a) == 0 and a.counters()["alloc_calls"] == 0
+    v = a.alloc(64)  # the slow path still serves it
+    assert len(v) == 64
+    a.free(v)
+
+
+@pytest.mark.parametrize("kind", ["buddy", "shared"])
+def test_every_size_object_the_fast_path_does_not_take_goes_slow(kind):
+    import numpy as np  # a test dependency
+    if kind == "buddy":
+        a = BuddyAllocator(1 << 16)
+    else:
+        a = SharedBuddyAllocator(create=True, size=1 << 16)
+    try:
+        for size, want in ((np.int64(10), 10), (np.uint8(3), 3), (0, 0)):
+            v = a.alloc(size)
+            assert len(v) == want
+            a.free(v)
+        for bad in (True, 1.5, "16", None, np.float32(3.0)):
+            with pytest.raises(TypeError):
+                a.alloc(bad)
+        for bad in (-1, -(2**70)):
+            with pytest.raises(ValueError):
+                a.try_alloc(bad)
+        assert a.try_alloc(2**64) is None and a.try_alloc(2**100) is None
+        assert len(a) == 0 and a.counters()["alloc_calls"] == 3
+    finally:
+        a.close()
+        if kind == "shared":
+            a.unlink()
+
+
+def test_shared_offsets_of_2_gib_and_up_are_not_cut_to_32_bits():
+    """The shared one-argument entry points were called without a prototype
+    (an implicit int result): an offset of 2**31 came back negative, read as
+    a refusal, and the block was lost.  A 4 GiB segment of 1 GiB blocks
+    (sparse: no page of the arena is touched)."""
+    a = SharedBuddyAllocator(create=True, size=4 << 30, min_size=1 << 30)
+    try:
+        first, second = a.alloc(2 << 30), a.alloc(2 << 30)
+        assert (a.offset_of(first), a.offset_of(second)) == (0, 2 << 30)
+        a.free(second)
+        third = a.try_alloc(2 << 30)
+        assert third is not None and a.offset_of(third) == 2 << 30
+        assert a.counters() == {"alloc_calls": 3, "free_calls": 1, "failed_allocs": 0}
+    finally:
+        a.close()
+        a.unlink()
