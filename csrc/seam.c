@@ -77,7 +77,8 @@ PyObject *seam_refuse(int64_t status)
 {
     PyObject *code = PyLong_FromLongLong(status);
     if (code != NULL) {
-        PyErr_SetObject(refusal_type, code);
+        /* (set at import; MemoryError only if the binding never did) */
+        PyErr_SetObject(refusal_type != NULL ? refusal_type : PyExc_MemoryError, code);
         Py_DECREF(code);
     }
     return NULL;

@@ -40,15 +40,18 @@ static inline int seam_free_object(void *h, uintptr_t obj,
 PyObject *seam_refuse(int64_t status);
 
 /* seam_view (seam.h) for any allocator: alloc(h, n) for the exact int
- * `size`, then the view (*base)[off : off + n].  *base is read after
- * alloc, which may wait with the GIL released (a shared allocator's lock):
- * if a close() cleared it meanwhile, undo(h, off) gives the block back and
- * the answer is None, as for a closed allocator. */
+ * `size`, then the view (*base)[off : off + n].  The base view is held
+ * across alloc, which may wait with the GIL released (a shared
+ * allocator's lock): a close() meanwhile clears *base, but the block is
+ * handed out as the old Python path did (the alloc happened before the
+ * close) and the view keeps the arena alive.  undo(h, off) gives the block
+ * back if the view cannot be made (no memory). */
 static inline PyObject *seam_view_object(void *h, PyObject *const *base, PyObject *size,
                                          int64_t (*alloc)(void *, uint64_t),
                                          void (*undo)(void *, uint64_t))
 {
-    if (*base == NULL || h == NULL || !PyLong_CheckExact(size))
+    PyObject *arena = *base;
+    if (arena == NULL || h == NULL || !PyLong_CheckExact(size))
         goto slow;
     uint64_t n = PyLong_AsUnsignedLongLong(size);
     if (n == (uint64_t)-1 && PyErr_Occurred()) { /* < 0 or >= 2**64 */
@@ -57,17 +60,17 @@ static inline PyObject *seam_view_object(void *h, PyObject *const *base, PyObjec
     }
     if (n == 0)
         goto slow; /* a zero-size block is recorded by identity, in Python */
+    Py_INCREF(arena);
     int64_t off = alloc(h, n);
-    if (off < 0)
-        return seam_refuse(off);
-    if (*base == NULL) {
-        undo(h, (uint64_t)off);
-        goto slow;
+    PyObject *view = NULL;
+    if (off < 0) {
+        seam_refuse(off);
+    } else { /* off + n <= capacity <= 2**62: no overflow */
+        view = PySequence_GetSlice(arena, (Py_ssize_t)off, (Py_ssize_t)(off + (int64_t)n));
+        if (view == NULL)
+            undo(h, (uint64_t)off); /* no memory for the view: nothing lost */
     }
-    /* off + n <= capacity <= 2**62: no overflow */
-    PyObject *view = PySequence_GetSlice(*base, (Py_ssize_t)off, (Py_ssize_t)(off + (int64_t)n));
-    if (view == NULL)
-        undo(h, (uint64_t)off); /* no memory for the view: nothing lost */
+    Py_DECREF(arena);
     return view;
 slow:
     Py_INCREF(Py_None);
