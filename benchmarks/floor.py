@@ -129,9 +129,8 @@ def churn_loops() -> Dict[str, Callable[[], float]]:
     def allocator() -> Any:
         return alloc.BuddyAllocator(p["capacity"], min_size=p["min_size"])
 
-    def api() -> float:
-        a = allocator()
-        new, free = a.try_alloc, a.free
+    def workload_loop(new: Callable[[int], Any], free: Callable[[Any], None]) -> float:
+        """churn-py's own loop (benchmarks/pyloops.py) over new and free."""
         slots = [new(s) for s in init]
 
         def loop() -> None:
@@ -142,6 +141,10 @@ def churn_loops() -> Dict[str, Callable[[], float]]:
                 v = slots[j] = new(s)
 
         return timed(loop)[0] / len(steps)
+
+    def api() -> float:
+        a = allocator()
+        return workload_loop(a.try_alloc, a.free)
 
     def inline() -> float:
         a = allocator()
@@ -157,17 +160,7 @@ def churn_loops() -> Dict[str, Callable[[], float]]:
 
     def no_c() -> float:
         m = SliceOnly(allocator())
-        new, free = m.alloc, m.free
-        slots = [new(s) for s in init]
-
-        def loop() -> None:
-            for j, s in steps:
-                v = slots[j]
-                if v is not None:
-                    free(v)
-                v = slots[j] = new(s)
-
-        return timed(loop)[0] / len(steps)
+        return workload_loop(m.alloc, m.free)
 
     def peer() -> float:
         make = bytearray
