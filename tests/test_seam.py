@@ -268,8 +268,8 @@ def test_a_refused_free_is_one_call_even_if_the_block_comes_back():
     a.free(v)
     entry, late = a._free_entry, []
 
-    def racing_view(obj_id):
-        status = entry(obj_id)
+    def racing_view(block):  # (its id() through the id() seam)
+        status = entry(block)
         late.append(a.alloc(64))
         return status
 
