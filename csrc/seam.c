@@ -22,6 +22,10 @@ static PyObject *seam_bases[SEAM_SLOTS];
 /* The exception a refused seam_view raises (seam_set_refusal). */
 static PyObject *refusal_type;
 
+int seam_fail_views;
+
+void seam_debug_fail_views(int n) { seam_fail_views = n; }
+
 int seam_buffer(PyObject *obj, Py_buffer *view)
 {
     if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) != 0) {

@@ -107,6 +107,10 @@ int seam_set_refusal(seam_obj type);
  * or where views are not made in C. */
 int seam_set_base(int slot, seam_obj view);
 
+/* Testing aid: the next n views made in C (private or shared) fail as if
+ * there were no memory for them -- MemoryError, the block given back. */
+void seam_debug_fail_views(int n);
+
 /* Releases p's slot (if it has one) and its view, and destroys it
  * (pool_destroy). */
 void seam_destroy(alloc_pool_t *p);

@@ -35,6 +35,10 @@ static inline int seam_free_object(void *h, uintptr_t obj,
     return status;
 }
 
+/* How many of the next views fail as if there were no memory for them
+ * (seam_debug_fail_views, seam.h). */
+extern int seam_fail_views;
+
 /* Raises the exception seam_set_refusal named, with `status` as its one
  * argument, and returns NULL (for seam_view_object). */
 PyObject *seam_refuse(int64_t status);
@@ -66,7 +70,9 @@ static inline PyObject *seam_view_object(void *h, PyObject *const *base, PyObjec
     if (off < 0) {
         seam_refuse(off);
     } else { /* off + n <= capacity <= 2**62: no overflow */
-        view = PySequence_GetSlice(arena, (Py_ssize_t)off, (Py_ssize_t)(off + (int64_t)n));
+        view = seam_fail_views > 0 ? (seam_fail_views--, PyErr_NoMemory())
+                                   : PySequence_GetSlice(arena, (Py_ssize_t)off,
+                                                         (Py_ssize_t)(off + (int64_t)n));
         if (view == NULL)
             undo(h, (uint64_t)off); /* no memory for the view: nothing lost */
     }

@@ -189,3 +189,35 @@ def test_shared_offsets_of_2_gib_and_up_are_not_cut_to_32_bits():
     finally:
         a.close()
         a.unlink()
+
+
+@pytest.mark.skipif(not (lib.seam_raw_objects() and lib.seam_views()),
+                    reason="this build makes no view in C")
+@pytest.mark.parametrize("kind", ["buddy", "shared"])
+def test_no_memory_for_a_view_loses_no_block(kind):
+    """The block is taken before its view is made; if the view cannot be
+    (MemoryError), the block goes back: counted as allocated and freed,
+    nothing live, the arena whole."""
+    if kind == "buddy":
+        a = BuddyAllocator(1 << 16)
+    else:
+        a = SharedBuddyAllocator(create=True, size=1 << 16)
+    set_base = lib.seam_set_base if kind == "buddy" else lib.shared_py_set_base
+    entry = getattr(lib, f"{'seam' if kind == 'buddy' else 'shared'}_view_{a._slot}")
+    try:
+        set_base(a._slot, a._mv)  # bound already, unless through the id() seam
+        lib.seam_debug_fail_views(1)
+        with pytest.raises(MemoryError):
+            entry(100)
+        assert len(a) == 0 and a.largest_free == 1 << 16
+        assert a.counters() == {"alloc_calls": 1, "free_calls": 1, "failed_allocs": 0}
+        v = entry(100)  # the next one is made
+        assert len(v) == 100 and len(a) == 1
+        a.free(v)
+        a.check()
+    finally:
+        lib.seam_debug_fail_views(0)
+        set_base(a._slot, None)
+        a.close()
+        if kind == "shared":
+            a.unlink()
