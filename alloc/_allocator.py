@@ -138,10 +138,25 @@ class _Refusal(Exception):
     from C (csrc/seam.h) or by _view_by_offset; always caught here."""
 
 
-_RAW = bool(lib.seam_raw_objects()) and os.environ.get("ALLOC_SEAM") != "ids"
-_VIEWS = _RAW and bool(lib.seam_views())
-if lib.seam_raw_objects():
+def _raw_objects_work() -> bool:
+    """True where seam_obj crosses cffi as the object itself: the build says
+    so, and a probe comes back as itself (a cffi whose wrappers no longer
+    use the macros the build redefines refuses the probe instead)."""
+    if not lib.seam_raw_objects():
+        return False
+    probe = object()
+    try:
+        return lib.seam_echo(probe) is probe
+    except TypeError:
+        return False
+
+
+if _raw_objects_work():
     lib.seam_set_refusal(_Refusal)
+    _RAW = os.environ.get("ALLOC_SEAM") != "ids"
+else:
+    _RAW = False
+_VIEWS = _RAW and bool(lib.seam_views())
 
 
 def _no_view(size: object) -> None:

@@ -37,8 +37,24 @@ def test_the_raw_seam_is_built_where_it_can_be():
         probe = object()
         assert lib.seam_echo(probe) is probe
         assert lib.seam_echo(probe) is probe  # a new reference each time
+    assert _allocator._raw_objects_work() == bool(lib.seam_raw_objects())
     assert _allocator._RAW == (bool(lib.seam_raw_objects()) and not IDS)
     assert _allocator._VIEWS == (_allocator._RAW and not FREE_THREADED)
+
+
+def test_a_build_whose_wrappers_convert_after_all_takes_the_id_seam(monkeypatch):
+    """If the build says objects pass but cffi converts them anyway (its
+    wrappers changed), the probe is refused and the id() seam is used."""
+
+    class Converting:
+        def seam_raw_objects(self):
+            return 1
+
+        def seam_echo(self, obj):
+            raise TypeError("an integer is required")
+
+    monkeypatch.setattr(_allocator, "lib", Converting())
+    assert _allocator._raw_objects_work() is False
 
 
 def test_the_entry_points_are_the_ones_the_seam_says():
