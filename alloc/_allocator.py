@@ -125,7 +125,7 @@ _NO_LOCK = contextlib.nullcontext()
 # Where the build allows (csrc/seam.h, "objects as they are"), cffi passes a
 # block to free as the object itself, and alloc's entry point answers with
 # the block's view, made in C: one C call and no Python int or slice in
-# between.  A 64-byte alloc+free pair: 296 -> ~220 ns (benchmarks.floor's
+X
 # api row).  Elsewhere -- a compiler that cannot tell the types apart, a
 # platform whose uint64_t is unsigned long long, a free-threaded build for
 # views, or ALLOC_SEAM=ids in the environment (how the tests run this path)
@@ -847,7 +847,7 @@ class BuddyAllocator(_Pool):
     # The one-argument entry points and exact fits (csrc/pool.h) then took
     # it from ~860 to ~450 ns on a busier host (min of 15 x 50,000, same
     # session; callgrind: 5,898 -> 4,184 instructions a pair), and views
-    # made in C from ~296 to ~220 ns.  An entry point is read into a local
+    # made in C from ~296 to ~210 ns.  An entry point is read into a local
     # before the call: ``self._free_entry(x)`` compiles to LOAD_METHOD,
     # which CPython 3.11 cannot specialise for an instance attribute
     # (callgrind: ~235 instructions a pair more).
