@@ -187,6 +187,18 @@ def _free_by_id(entry: Any, block: object) -> int:
     return int(entry(id(block)))
 
 
+def _free_entry_for(prefix: str, slot: int, free: Any, h: Any) -> Any:
+    """The free entry point of slot ``slot`` of the ``prefix`` ("seam",
+    "shared") entry points: the block itself to <prefix>_free_obj_<slot>,
+    or through the id() seam its id() to <prefix>_free_<slot>; with no slot
+    (-1), its id() to the two-argument ``free`` with the handle ``h``."""
+    if slot < 0:
+        return functools.partial(_free_by_id, functools.partial(free, h))
+    if _RAW:
+        return getattr(lib, f"{prefix}_free_obj_{slot}")
+    return functools.partial(_free_by_id, getattr(lib, f"{prefix}_free_{slot}"))
+
+
 #: What guard mode fills free memory with (0xDB: "dead block").
 _GUARD_BYTE = 0xDB
 #: The pool of an allocator whose __init__ never ran (the C side refuses it).
@@ -299,7 +311,7 @@ class _Pool:
         "_min_size": 0,
         "_guard": False,
         "_alloc_entry": functools.partial(lib.seam_alloc, _NO_POOL),
-        "_free_entry": functools.partial(_free_by_id, functools.partial(lib.seam_free, _NO_POOL)),
+        "_free_entry": _free_entry_for("seam", -1, lib.seam_free, _NO_POOL),
         "_free_at_entry": functools.partial(lib.pool_free_at, _NO_POOL),
         "_slot": -1,
     }
@@ -353,14 +365,12 @@ class _Pool:
         two or more in a tuple).  Else the same functions get the pool
         passed each call."""
         slot = self._slot = lib.seam_bind(self._h)
+        self._free_entry = _free_entry_for("seam", slot, lib.seam_free, self._h)
         if slot >= 0:
             self._alloc_entry = getattr(lib, f"seam_alloc_{slot}")
-            self._free_entry = (getattr(lib, f"seam_free_obj_{slot}") if _RAW else
-                                functools.partial(_free_by_id, getattr(lib, f"seam_free_{slot}")))
             self._free_at_entry = getattr(lib, f"seam_free_at_{slot}")
         else:
             self._alloc_entry = functools.partial(lib.seam_alloc, self._h)
-            self._free_entry = functools.partial(_free_by_id, functools.partial(lib.seam_free, self._h))
             self._free_at_entry = functools.partial(lib.pool_free_at, self._h)
 
     def blocks(self) -> Iterator[Tuple[int, int, int]]:
@@ -437,6 +447,10 @@ class _Pool:
     _c_free_many_fn: Any = lib.seam_free_many
     _c_locate_fn: Any = lib.pool_locate
     _c_realloc_fn: Any = lib.pool_realloc
+    # BuddyAllocator's view entry points: what binds the arena view to a
+    # slot, and their names (<name>_<slot>).
+    _c_set_base_fn: Any = lib.seam_set_base
+    _c_view_entries = "seam_view"
 
     def _error(self, status: int, what: str) -> Exception:
         """The exception a user should see for a refused buddy_status."""
@@ -764,21 +778,21 @@ class BuddyAllocator(_Pool):
         self._mv = mv
         self._base = base
         self._guard = bool(guard)
-        self._bind_view(mv, lib.seam_set_base, "seam_view")
+        self._bind_view(mv)
 
-    def _bind_view(self, mv: memoryview, set_base: Any, entries: str) -> None:
+    def _bind_view(self, mv: memoryview) -> None:
         """Point _view_entry at the slot's view entry point, with the arena
-        view mv bound to the slot in C (set_base); else at _view_by_offset."""
-        if _VIEWS and self._slot >= 0 and set_base(self._slot, mv) == 0:
-            self._view_entry = getattr(lib, f"{entries}_{self._slot}")
+        view mv bound to the slot in C; else at _view_by_offset."""
+        if _VIEWS and self._slot >= 0 and self._c_set_base_fn(self._slot, mv) == 0:
+            self._view_entry = getattr(lib, f"{self._c_view_entries}_{self._slot}")
         else:
             self._view_entry = functools.partial(_view_by_offset, mv, self._alloc_entry)
 
-    def _unbind_view(self, set_base: Any) -> None:
+    def _unbind_view(self) -> None:
         """Drop the arena view from the slot and the view entry point (close)."""
         self._view_entry = _no_view
         if _VIEWS and self._slot >= 0:
-            set_base(self._slot, None)
+            self._c_set_base_fn(self._slot, None)
 
     def _own_arena(self, size: int, min_size: int) -> Tuple[int, memoryview, int]:
         if size <= 0:
@@ -1197,7 +1211,7 @@ class BuddyAllocator(_Pool):
         _Pool.close(self)
         # Drop (not release) the base view: an alloc racing this close may
         # still slice it, and live slices keep the arena's memory anyway.
-        self._unbind_view(lib.seam_set_base)
+        self._unbind_view()
         self._mv = None
         self._arena = None
         self._zero = {}
@@ -1438,8 +1452,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         **{k: v for k, v in BuddyAllocator._STATE.items() if k != "_st"},  # a property here
         "_h": _NO_SHARED,
         "_alloc_entry": functools.partial(lib.shared_py_alloc, _NO_SHARED),
-        "_free_entry": functools.partial(_free_by_id, functools.partial(lib.shared_seam_free,
-                                                                        _NO_SHARED)),
+        "_free_entry": _free_entry_for("shared", -1, lib.shared_seam_free, _NO_SHARED),
         "_free_at_entry": functools.partial(lib.shared_free_at, _NO_SHARED),  # unused
         "_name": None,
         "_tracker_pid": 0,  # the pid that registered the name with its resource tracker
@@ -1472,14 +1485,11 @@ class SharedBuddyAllocator(BuddyAllocator):
             h = self._attach(cast(str, name))
         self._h = ffi.gc(h, lib.shared_py_destroy)  # also frees its slot
         slot = self._slot = lib.shared_py_bind(h)  # one-argument entry points (shared_py.h)
+        self._free_entry = _free_entry_for("shared", slot, lib.shared_seam_free, self._h)
         if slot >= 0:
             self._alloc_entry = getattr(lib, f"shared_alloc_{slot}")
-            self._free_entry = (getattr(lib, f"shared_free_obj_{slot}") if _RAW else
-                                functools.partial(_free_by_id, getattr(lib, f"shared_free_{slot}")))
-        else:  # the same functions with the handle passed (size 0 as a slot's)
+        else:  # the same function with the handle passed (size 0 as a slot's)
             self._alloc_entry = functools.partial(lib.shared_py_alloc, self._h)
-            self._free_entry = functools.partial(
-                _free_by_id, functools.partial(lib.shared_seam_free, self._h))
         self._free_at_entry = functools.partial(lib.shared_free_at, self._h)
         keep = self._h  # the arena's memory is the handle's mapping
         capacity = int(lib.shared_capacity(h))
@@ -1494,7 +1504,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         self._zero = {}
         self._zero_lock = threading.Lock()
         self._closed = False
-        self._bind_view(mv, lib.shared_py_set_base, "shared_view")
+        self._bind_view(mv)
 
     def _create(self, name: Optional[str], capacity: int, min_size: int) -> Any:
         import secrets
@@ -1574,7 +1584,7 @@ class SharedBuddyAllocator(BuddyAllocator):
         self._frozen_largest = int(lib.buddy_largest_free(self._core))
         self._closed = True
         lib.shared_detach(self._h)
-        self._unbind_view(lib.shared_py_set_base)
+        self._unbind_view()
         self._mv = None
         self._arena = None
         self._zero = {}
@@ -1746,6 +1756,8 @@ class SharedBuddyAllocator(BuddyAllocator):
     _c_free_many_fn = lib.shared_seam_free_many
     _c_locate_fn = lib.shared_locate
     _c_realloc_fn = lib.shared_realloc
+    _c_set_base_fn = lib.shared_py_set_base
+    _c_view_entries = "shared_view"
 
     def _alloc_aligned(self, n: int, align: int) -> int:
         """A block at an offset that is a multiple of ``align`` (the arena is

@@ -91,7 +91,6 @@ void *memset(void *s, int c, size_t n);
 """
 
 
-
 def _cffi_int_macros() -> str:
     """cffi's own _cffi_to_c_int and _cffi_from_c_int (from the
     _cffi_include.h that the generated module embeds), renamed

@@ -152,10 +152,8 @@ void seam_slot_unbind(void **slots, PyObject **bases, int n, void *h)
     SLOTS_LOCK();
     for (int k = 0; h != NULL && k < n; k++) {
         if (SEAM_SLOT_GET(slots, k) == h) {
-            if (bases != NULL) {
-                view = bases[k];
-                bases[k] = NULL;
-            }
+            view = bases[k];
+            bases[k] = NULL;
             __atomic_store_n(&slots[k], NULL, __ATOMIC_RELEASE);
         }
     }

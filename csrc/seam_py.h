@@ -122,8 +122,7 @@ int seam_base_store(PyObject **bases, int n, int slot, PyObject *view);
 /* Puts h in a free slot and returns its index, or -1 if none is free. */
 int seam_slot_bind(void **slots, int n, void *h);
 
-/* Empties h's slot, if it has one, and clears that slot's view in bases
- * (if bases is not NULL). */
+/* Empties h's slot, if it has one, and clears that slot's view in bases. */
 void seam_slot_unbind(void **slots, PyObject **bases, int n, void *h);
 
 #endif /* ALLOC_SEAM_PY_H */
