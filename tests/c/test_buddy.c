@@ -640,6 +640,44 @@ static void test_placement_policy(void)
     buddy_destroy(b);
 }
 
+/* The lowest offset at every depth of the summary tree: bits_take_first
+ * is written out for depths 2-4 and a loop serves the others, so N runs
+ * from one word (depth 1) to depth 5.  Free order-0 blocks lie in eight
+ * distant parts of the arena and, inside each, 64, 4096 and 262,144 blocks
+ * apart (other words at each summary level): the buddies of blocks taken
+ * at even offsets, highest first.  alloc(1) must hand them out lowest
+ * first. */
+static void test_lowest_offset_at_every_summary_depth(void)
+{
+    static const unsigned log2n[] = {5, 11, 17, 23, 25}; /* depths 1..5 */
+    static const uint64_t inside[] = {2, 2 + 64 * 3, 2 + 4096 * 5, 2 + 262144 * 3};
+    for (size_t t = 0; t < ARRAY_LEN(log2n); t++) {
+        uint64_t n = (uint64_t)1 << log2n[t], part = n / 8;
+        buddy_t *b = NEW_ALLOCATOR(n, 1);
+        if (b == NULL)
+            return;
+        uint64_t taken[8 * ARRAY_LEN(inside)];
+        unsigned count = 0;
+        for (unsigned j = 0; j < 8; j++)
+            for (size_t d = 0; d < ARRAY_LEN(inside); d++)
+                if (inside[d] < part)
+                    taken[count++] = j * part + inside[d]; /* ascending */
+        for (unsigned c = count; c-- > 0;)
+            CHECK_I64(buddy_alloc_congruent(b, 1, n, taken[c]), (int64_t)taken[c]);
+        CHECK_U64(buddy_stats(b)->free_blocks[0], count);
+        for (unsigned c = 0; c < count; c++)
+            ALLOC_AT(b, 1, (int64_t)taken[c] + 1);
+        CHECK_U64(buddy_stats(b)->free_blocks[0], 0);
+        CHECK_INVARIANTS(b);
+        for (unsigned c = 0; c < count; c++) {
+            CHECK_STATUS(buddy_free(b, taken[c], 1), BUDDY_OK);
+            CHECK_STATUS(buddy_free(b, taken[c] + 1, 1), BUDDY_OK);
+        }
+        CHECK_FRESH_STATS(b, n, 1);
+        buddy_destroy(b);
+    }
+}
+
 /* Every returned offset is a multiple of its block size. */
 static void test_natural_alignment(void)
 {
@@ -2232,6 +2270,7 @@ static const test_case CASES[] = {
     {"odd_capacities_hand_out_exactly_capacity",
      test_odd_capacities_hand_out_exactly_capacity},
     {"placement_policy", test_placement_policy},
+    {"lowest_offset_at_every_summary_depth", test_lowest_offset_at_every_summary_depth},
     {"natural_alignment", test_natural_alignment},
     {"alloc_zero_takes_a_min_block", test_alloc_zero_takes_a_min_block},
     {"too_big_fails", test_too_big_fails},
