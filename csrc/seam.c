@@ -119,7 +119,7 @@ int seam_slices(uintptr_t view, uint64_t size, const uint64_t *offsets,
     PyObject *mv = (PyObject *)view, *out = (PyObject *)list;
     for (uint64_t i = 0; i < count; i++) {
         Py_ssize_t start = (Py_ssize_t)offsets[i];
-        PyObject *slice = PySequence_GetSlice(mv, start, start + (Py_ssize_t)size);
+        PyObject *slice = seam_slice(mv, start, (Py_ssize_t)size);
         if (slice == NULL || PyList_Append(out, slice) != 0) {
             Py_XDECREF(slice);
             PyErr_Clear();

@@ -43,13 +43,50 @@ extern int seam_fail_views;
  * argument, and returns NULL (for seam_view_object). */
 PyObject *seam_refuse(int64_t status);
 
+/* arena[off : off + n] for the arena's view, made the way memoryview's own
+ * slicing makes it (CPython's memory_subscript): a new view of the same
+ * managed buffer (PyMemoryView_FromObject), then its buffer's start,
+ * length and shape set to the slice's.  What that skips is the slice
+ * object and its two ints, and the generic subscript on the way; measured
+ * on CPython 3.11 against PySequence_GetSlice: a pair at 64 bytes 207 ->
+ * 172 ns, a churn-py step 292 -> 240 ns (best of 15, alternating builds).
+ *
+ * It leans on CPython's memoryview beyond its documented API: a new view's
+ * Py_buffer (PyMemoryView_GET_BUFFER) is its own -- shape points into the
+ * view itself -- and nothing is derived from it at creation except the
+ * contiguity flags, which any length keeps for a 1-D view of bytes with
+ * stride 1.  So only that shape takes this path (it is the arena view's
+ * shape: the binding flattens every arena to it); anything else, and any
+ * slice the view does not wholly hold, is sliced the documented way.
+ * tests/test_views.py compares every attribute with Python's own slice,
+ * and ALLOC_SEAM=ids runs the whole suite with slices made in Python. */
+static inline PyObject *seam_slice(PyObject *arena, Py_ssize_t off, Py_ssize_t n)
+{
+    if (PyMemoryView_Check(arena)) {
+        const Py_buffer *a = PyMemoryView_GET_BUFFER(arena);
+        if (a->ndim == 1 && a->itemsize == 1 && a->strides != NULL &&
+            a->strides[0] == 1 && a->suboffsets == NULL && off >= 0 && n >= 0 &&
+            n <= a->len - off) {
+            PyObject *view = PyMemoryView_FromObject(arena); /* released: error */
+            if (view != NULL) {
+                Py_buffer *v = PyMemoryView_GET_BUFFER(view);
+                v->buf = (char *)v->buf + off;
+                v->len = n;
+                v->shape[0] = n;
+            }
+            return view;
+        }
+    }
+    return PySequence_GetSlice(arena, off, off + n);
+}
+
 /* seam_view (seam.h) for any allocator: alloc(h, n) for the exact int
- * `size`, then the view (*base)[off : off + n].  The base view is held
- * across alloc, which may wait with the GIL released (a shared
- * allocator's lock): a close() meanwhile clears *base, but the block is
- * handed out as the old Python path did (the alloc happened before the
- * close) and the view keeps the arena alive.  undo(h, off) gives the block
- * back if the view cannot be made (no memory). */
+ * `size`, then the view (*base)[off : off + n], made by seam_slice.  The
+ * base view is held across alloc, which may wait with the GIL released (a
+ * shared allocator's lock): a close() meanwhile clears *base, but the
+ * block is handed out as the old Python path did (the alloc happened
+ * before the close) and the view keeps the arena alive.  undo(h, off)
+ * gives the block back if the view cannot be made (no memory). */
 static inline PyObject *seam_view_object(void *h, PyObject *const *base, PyObject *size,
                                          int64_t (*alloc)(void *, uint64_t),
                                          void (*undo)(void *, uint64_t))
@@ -71,8 +108,7 @@ static inline PyObject *seam_view_object(void *h, PyObject *const *base, PyObjec
         seam_refuse(off);
     } else { /* off + n <= capacity <= 2**62: no overflow */
         view = seam_fail_views > 0 ? (seam_fail_views--, PyErr_NoMemory())
-                                   : PySequence_GetSlice(arena, (Py_ssize_t)off,
-                                                         (Py_ssize_t)(off + (int64_t)n));
+                                   : seam_slice(arena, (Py_ssize_t)off, (Py_ssize_t)n);
         if (view == NULL)
             undo(h, (uint64_t)off); /* no memory for the view: nothing lost */
     }

@@ -89,6 +89,82 @@ def test_a_view_made_in_c_is_the_slice_python_would_make(n):
     assert len(a) == 0
 
 
+def view_facts(v: memoryview) -> tuple:
+    """Everything a user can ask a view, as one comparable value."""
+    return (v.obj, v.format, v.itemsize, v.ndim, v.shape, v.strides,
+            v.suboffsets, v.readonly, v.nbytes, len(v), v.c_contiguous,
+            v.f_contiguous, v.contiguous, v.tobytes(), v.hex(), v.tolist(),
+            v[1:-1].tobytes(), v[::2].shape, v.cast("B").shape,
+            memoryview(v).shape, v.toreadonly().tobytes())
+
+
+def arena_kinds():
+    """(arena argument, the bytes object holding the memory) pairs."""
+    import numpy as np  # a test dependency
+
+    raw = bytearray(1 << 16)
+    yield raw, raw
+    floats = np.zeros(1 << 13)  # float64: flattened to a view of bytes
+    yield floats, floats
+    yield 1 << 16, None  # the allocator's own memory
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 4096, 5000])
+def test_every_view_is_the_slice_python_makes_attribute_for_attribute(n):
+    """alloc, try_alloc and alloc_many make their views in C (seam_slice:
+    memoryview's slicing without a slice object); each must be
+    indistinguishable from Python's slice of the arena view -- every
+    attribute, sub-slices, casts, copies, writes, its address, and what a
+    released one does."""
+    from alloc._allocator import ffi
+
+    for arena, holder in arena_kinds():
+        a = BuddyAllocator(arena, min_size=16)
+        base = a._mv
+        views = [a.alloc(n), a.try_alloc(n)] + a.alloc_many(n, 3)
+        for i, v in enumerate(views):
+            off = a.offset_of(v)
+            v[:] = bytes((i + j) % 251 for j in range(n))
+            same = base[off : off + n]
+            assert view_facts(v) == view_facts(same)
+            if holder is not None:
+                assert v.obj is holder
+            with ffi.from_buffer(v) as p, ffi.from_buffer(base) as q:
+                assert int(ffi.cast("uintptr_t", p)) == int(ffi.cast("uintptr_t", q)) + off
+            assert v == same
+            same.release()
+        first = a.offset_of(views[0])
+        views[0].release()
+        with pytest.raises(ValueError):
+            len(views[0])
+        with pytest.raises(ValueError, match="released"):
+            a.free(views[0])
+        for v in views[1:]:
+            a.free(v)
+        assert len(a) == 1  # the released one is still live ...
+        a.free_at(first)  # ... until freed by its offset
+        assert len(a) == 0
+        a.check()
+        a.close()
+
+
+def test_a_shared_view_is_the_slice_python_makes():
+    a = SharedBuddyAllocator(create=True, size=1 << 16)
+    try:
+        for n in (1, 64, 5000):
+            v = a.alloc(n)
+            off = a.offset_of(v)
+            same = a._mv[off : off + n]
+            v[:] = b"\x33" * n
+            assert view_facts(v) == view_facts(same)
+            same.release()
+            a.free(v)
+        assert len(a) == 0
+    finally:
+        a.close()
+        a.unlink()
+
+
 def test_views_leak_no_reference_to_the_arena_view():
     a = BuddyAllocator(1 << 20)
     base = a._mv
