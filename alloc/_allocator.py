@@ -861,7 +861,8 @@ class BuddyAllocator(_Pool):
     # The one-argument entry points and exact fits (csrc/pool.h) then took
     # it from ~860 to ~450 ns on a busier host (min of 15 x 50,000, same
     # session; callgrind: 5,898 -> 4,184 instructions a pair), and views
-    # made in C from ~296 to ~210 ns.  An entry point is read into a local
+    # made in C from ~296 to ~210 ns, made without a slice object (csrc/
+    # seam_py.h, seam_slice) to ~170 ns.  An entry point is read into a local
     # before the call: ``self._free_entry(x)`` compiles to LOAD_METHOD,
     # which CPython 3.11 cannot specialise for an instance attribute
     # (callgrind: ~235 instructions a pair more).

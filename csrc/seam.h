@@ -85,6 +85,8 @@ int seam_bind(alloc_pool_t *p);
  * seam_view_<k>(size) allocates like seam_alloc_<k> and answers with the
  * block itself, view[off : off + size] of the arena view bound to slot k
  * (seam_set_base): one C call instead of a call, a Python int and a slice.
+ * The view is made as memoryview's own slicing makes it, minus the slice
+ * object (seam_slice in seam_py.h, which says what it leans on).
  * Only where seam_raw_objects() and seam_views() say so.  It returns
  *   a new view;
  *   None when the request is not for this path: size not an exact int, 0,
