@@ -162,7 +162,7 @@ static uint64_t bits_take_first_any(void *r, const bits_t *s)
  * and way up, each level's word read once, no loop.  Measured, C churn
  * through csrc/bench.c (median of 7, the same build otherwise): 26.8 ->
  * 23.9 ns a step (churn-dense 26.0 -> 22.4) when the depth still varied
- * with the order; with every order at one depth (layout_depth), 27.0 ->
+ * with the order; with the orders at one depth (layout_depth), 27.0 ->
  * 22.1.  (Writing bits_set out the same way gained nothing: not done.) */
 static inline uint64_t bits_take_first(void *r, const bits_t *s)
 {
@@ -284,20 +284,25 @@ static inline unsigned log2_ceil(uint64_t n) /* n >= 1 */
     return n <= 1 ? 0u : 64u - bits_clz(n - 1);
 }
 
-/* Levels of every order's free bitmap: those of order 0's, which has the
- * most bits.  The smaller orders' trees are topped up with one-word levels
- * (bit 0 set iff the word below is non-zero), so the walks up and down a
- * tree (bits_set, bits_take_first) take the same path at every order: the
- * order is data, and a walk whose length follows it mispredicted (a
- * switch or a loop exit per walk; cachegrind's branch model: ~0.9 missed
- * branches a churn step in the core, ~0.3 after).  Churn through
- * csrc/bench.c, median of 7: 23.9 -> 21.9 ns a step, churn-75pct 24.6 ->
- * 22.8; at most L D words more (39 for a 64 MiB arena of 64-byte blocks). */
-static uint32_t layout_depth(uint64_t nmin)
+/* Levels of the free bitmap of an order of `words` words: one if one
+ * word holds it, else D, the levels order 0's needs (D >= the order's
+ * own).  The trees of the orders below the one-word ones are topped up
+ * with one-word levels (bit 0 set iff the word below is non-zero), so the
+ * walks up and down a tree (bits_set, bits_take_first) take the same path
+ * at each of those orders: which order a request falls in is data, and a
+ * walk whose length followed it mispredicted (a switch or a loop exit per
+ * walk; cachegrind's branch model: ~0.9 missed branches a churn step in
+ * the core, ~0.3 after).  Churn through csrc/bench.c, median of 7: 23.7
+ * -> 22.1-22.4 ns a step, churn-75pct 24.5 -> 22.7.  The one-word orders
+ * keep their one level: topping up the top order too made each pair on
+ * an empty arena (it takes and frees that order's block) 19.1 -> 24-30 ns.
+ * At most L D words more (18 for a 64 MiB arena of 64-byte blocks). */
+static uint32_t layout_depth(uint64_t nmin, uint64_t words)
 {
     uint32_t depth = 1;
-    for (uint64_t w = bits_words(nmin); w > 1; w = bits_words(w))
-        depth++;
+    if (words > 1)
+        for (uint64_t w = bits_words(nmin); w > 1; w = bits_words(w))
+            depth++;
     return depth;
 }
 
@@ -305,10 +310,10 @@ static uint32_t layout_depth(uint64_t nmin)
 static uint64_t layout_words(uint64_t nmin, unsigned top)
 {
     uint64_t words = 0;
-    uint32_t depth = layout_depth(nmin);
     for (unsigned k = 0; k <= top; k++) {
         uint64_t nbits = ((nmin - 1) >> k) + 1;
         uint64_t w = bits_words(nbits);
+        uint32_t depth = layout_depth(nmin, w);
         if (k > 0)
             words += w; /* split bitmap */
         words += w;
@@ -553,7 +558,7 @@ static int layout_carve(buddy_t *b, uint64_t nmin, unsigned top, int verify)
         }
         want.free.rel[0] = at;
         at += 8 * w;
-        want.free.depth = layout_depth(nmin); /* every order alike */
+        want.free.depth = layout_depth(nmin, w);
         for (uint32_t d = 1; d < want.free.depth; d++) {
             w = bits_words(w);
             want.free.rel[d] = at;

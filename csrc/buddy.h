@@ -31,17 +31,18 @@
  * ---------------------------------------------------------------------------
  * Metadata: for each order k, a free bitmap and (k >= 1) a split bitmap of
  * N_k = ceil(N / 2^k) bits, and above each free bitmap a summary tree with
- * one bit per non-zero 64-bit word.  Every order's tree has D levels, the
- * number order 0's needs (D = 1 for N <= 64, else ceil(log64 N) <= 11; a
- * smaller order's top levels are single words), so that walking a tree
- * takes the same path at every order.  In 64-bit words:
+ * one bit per non-zero 64-bit word.  The tree of every order of more than
+ * one word has D levels, the number order 0's needs (D = ceil(log64 N) <=
+ * 11; a smaller order's top levels are single words), so that walking a
+ * tree takes the same path at each of them; an order of one word has that
+ * one level (D_k = 1 if N_k <= 64, else D).  In 64-bit words:
  *
- *     words = sum_k sum_{d<D} ceil(N_k / 64^(d+1))  (free bitmaps, summaries)
- *           + sum_{k>=1} ceil(N_k / 64)               (split bitmaps)
+ *     words = sum_k sum_{d<D_k} ceil(N_k / 64^(d+1))  (free bitmaps, summaries)
+ *           + sum_{k>=1} ceil(N_k / 64)                 (split bitmaps)
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes.
  * buddy_metadata_bytes() reports the exact figure; a 64 MiB arena of
- * 64-byte blocks (N = 2^20) needs 401,240 bytes.
+ * 64-byte blocks (N = 2^20) needs 401,072 bytes.
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
  * use find-first-set instructions; nothing is ever scanned.  Clearing a

@@ -1406,8 +1406,9 @@ static void test_debug_flip_rejects_bad_bits(void)
 }
 
 /* The bitmap words buddy.h's formula gives for N minimum blocks.  The
- * summary levels use ceil(ceil(x / 64^d) / 64) = ceil(x / 64^(d+1)); every
- * order has D levels, as many as order 0 needs to reach a single word. */
+ * summary levels use ceil(ceil(x / 64^d) / 64) = ceil(x / 64^(d+1)); an
+ * order of more than one word has D levels, as many as order 0 needs to
+ * reach a single word, and an order of one word has one. */
 static uint64_t header_words(uint64_t n)
 {
     uint64_t words = 0;
@@ -1420,7 +1421,8 @@ static uint64_t header_words(uint64_t n)
     for (unsigned k = 0; k <= l; k++) {
         uint64_t nk = (n + BIT(k) - 1) >> k; /* N_k = ceil(N / 2^k) */
         level = nk;
-        for (unsigned d = 0; d < depth; d++) { /* free bitmap, summaries */
+        unsigned levels = nk > 64 ? depth : 1;
+        for (unsigned d = 0; d < levels; d++) { /* free bitmap, summaries */
             level = (level + 63) / 64;
             words += level;
         }
@@ -1450,11 +1452,11 @@ static void test_metadata_bytes(void)
     CHECK(meta > 0 && meta < 512 * KiB, "%" PRIu64 " bytes", meta);
     /* the figure buddy.h quotes (a BUDDY_LOCKED struct adds a mutex) */
     if (!TEST_THREADS)
-        CHECK(meta == 401240, "buddy.h documents 401,240 bytes, got %" PRIu64,
+        CHECK(meta == 401072, "buddy.h documents 401,072 bytes, got %" PRIu64,
               meta);
 
     /* buddy.h gives the bitmaps' size exactly, in 64-bit words:
-     *   sum_k sum_{d<D} ceil(N_k / 64^(d+1))  +  sum_{k>=1} ceil(N_k / 64)
+     *   sum_k sum_{d<D_k} ceil(N_k / 64^(d+1))  +  sum_{k>=1} ceil(N_k / 64)
      * and bounds it by (3 + 2/63) N bits + 8 (3L + 3)(D + 1) bytes.  The
      * rest of buddy_metadata_bytes is "the struct": it may depend on L
      * (a descriptor per order) but not otherwise on N.  So the residue
