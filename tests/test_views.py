@@ -94,7 +94,8 @@ def view_facts(v: memoryview) -> tuple:
     return (v.obj, v.format, v.itemsize, v.ndim, v.shape, v.strides,
             v.suboffsets, v.readonly, v.nbytes, len(v), v.c_contiguous,
             v.f_contiguous, v.contiguous, v.tobytes(), v.hex(), v.tolist(),
-            v[1:-1].tobytes(), v[::2].shape, v.cast("B").shape,
+            v[1:-1].tobytes(), v[::2].shape,
+            v.cast("B").shape if v.c_contiguous else None,
             memoryview(v).shape, v.toreadonly().tobytes())
 
 
@@ -146,6 +147,42 @@ def test_every_view_is_the_slice_python_makes_attribute_for_attribute(n):
         assert len(a) == 0
         a.check()
         a.close()
+
+
+def test_seam_slice_takes_the_documented_path_for_any_other_view():
+    """seam_slice (csrc/seam_py.h) sets a fresh view's start, length and
+    shape itself only for a 1-D view of bytes with stride 1 that wholly
+    holds the slice; every other view, and a slice running past the end,
+    goes through PySequence_GetSlice.  Both paths, through seam_slices
+    (what alloc_many uses), must give exactly Python's own slices."""
+    import array
+
+    from alloc._allocator import ffi
+
+    def c_slices(view, size, offsets):
+        out: list = []
+        status = lib.seam_slices(id(view), size, ffi.new("uint64_t[]", offsets),
+                                 len(offsets), id(out))
+        return status, out
+
+    raw = bytearray(range(64))
+    views = {
+        "bytes": memoryview(raw),  # the fast path
+        "ints": memoryview(array.array("i", range(16))),  # itemsize 4
+        "strided": memoryview(raw)[::2],  # stride 2
+        "2-D": memoryview(raw).cast("B", (8, 8)),  # sliced by rows
+        "read-only": memoryview(bytes(raw)),
+    }
+    for name, view in views.items():
+        n = len(view)
+        for size, offsets in ((1, [0, n - 1]), (3, [0, 2, n - 3]), (n, [0]), (5, [n - 2])):
+            status, got = c_slices(view, size, offsets)
+            assert status == 0, name
+            want = [view[o : o + size] for o in offsets]  # the last runs past the end
+            assert [view_facts(v) for v in got] == [view_facts(w) for w in want], name
+    released = memoryview(bytearray(8))
+    released.release()
+    assert c_slices(released, 2, [0]) == (-1, [])  # ValueError, cleared
 
 
 def test_a_shared_view_is_the_slice_python_makes():
