@@ -157,7 +157,7 @@ static uint64_t bits_take_first_any(void *r, const bits_t *s)
     return i;
 }
 
-/* bits_take_first_any for depths 1 to 4 (up to 2^24 minimum blocks,
+/* bits_take_first_any for depths 2, 3 and 4 (up to 2^24 minimum blocks,
  * e.g. a 1 GiB arena of 64-byte blocks), written out: the same descent
  * and way up, each level's word read once, no loop.  Measured, C churn
  * through csrc/bench.c (median of 7, the same build otherwise): 26.8 ->
@@ -169,12 +169,6 @@ static inline uint64_t bits_take_first(void *r, const bits_t *s)
     char *base = (char *)r;
     uint64_t *l0, *l1, *l2, *l3, w0, w1, w2, x1, x2, x3, i;
     switch (s->depth) {
-    case 1: /* one word: the top order, taken by each pair on an empty
-               arena (pair64-empty 19.2 -> 18.0 ns against the loop) */
-        l0 = (uint64_t *)(base + s->rel[0]);
-        w0 = l0[0];
-        l0[0] = w0 & (w0 - 1);
-        return bits_ctz(w0);
     case 2:
         l1 = (uint64_t *)(base + s->rel[1]);
         l0 = (uint64_t *)(base + s->rel[0]);

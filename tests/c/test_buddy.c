@@ -641,7 +641,7 @@ static void test_placement_policy(void)
 }
 
 /* The lowest offset at every depth of the summary tree: bits_take_first
- * is written out for depths 1-4 and a loop serves the others, so N runs
+ * is written out for depths 2-4 and a loop serves the others, so N runs
  * from one word (depth 1) to depth 5.  Free order-0 blocks lie in eight
  * distant parts of the arena and, inside each, 64, 4096 and 262,144 blocks
  * apart (other words at each summary level): the buddies of blocks taken
