@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List
 
 import alloc
 
-from .pyloops import churn_trace, timed
+from .pyloops import churn_steps, churn_trace, timed
 from .workloads import WORKLOADS
 
 PAIRS = 200_000
@@ -131,16 +131,7 @@ def churn_loops() -> Dict[str, Callable[[], float]]:
 
     def workload_loop(new: Callable[[int], Any], free: Callable[[Any], None]) -> float:
         """churn-py's own loop (benchmarks/pyloops.py) over new and free."""
-        slots = [new(s) for s in init]
-
-        def loop() -> None:
-            for j, s in steps:
-                v = slots[j]
-                if v is not None:
-                    free(v)
-                v = slots[j] = new(s)
-
-        return timed(loop)[0] / len(steps)
+        return timed(churn_steps(new, free, init, steps))[0] / len(steps)
 
     def api() -> float:
         a = allocator()

@@ -196,6 +196,28 @@ def churn_trace(p: Dict[str, Any]) -> Tuple[List[int], List[int], List[int]]:
     return init, slot, size
 
 
+def churn_steps(new: Callable[[int], Any], free: Callable[[Any], Any],
+                init: List[int], steps: List[Tuple[int, int]]) -> Callable[[], int]:
+    """churn-py's loop for an allocator's try_alloc and free: fills the
+    slots now (untimed) and returns the loop, which frees each step's slot
+    (if it holds a block), allocates the step's size into it and returns
+    the refusals.  benchmarks.floor times it with other new/free too."""
+    slots = [new(s) for s in init]
+
+    def loop() -> int:
+        fails = 0
+        for j, s in steps:
+            v = slots[j]
+            if v is not None:
+                free(v)
+            v = slots[j] = new(s)
+            if v is None:
+                fails += 1
+        return fails
+
+    return loop
+
+
 def churn_once(side: str, p: Dict[str, Any], init: List[int], slot: List[int],
                size: List[int]) -> Tuple[int, int, Dict[str, Any]]:
     """One run: fill the slots (untimed), then time the steps.
@@ -204,20 +226,8 @@ def churn_once(side: str, p: Dict[str, Any], init: List[int], slot: List[int],
     extra: Dict[str, Any] = {}
     if side == "ours":
         a = _allocator(p)
-        new, free = a.try_alloc, a.free
-        slots = [new(s) for s in init]
+        loop = churn_steps(a.try_alloc, a.free, init, steps)
         extra["metadata_bytes"] = a.stats()["metadata_bytes"]
-
-        def loop() -> int:
-            fails = 0
-            for j, s in steps:
-                v = slots[j]
-                if v is not None:
-                    free(v)
-                v = slots[j] = new(s)
-                if v is None:
-                    fails += 1
-            return fails
 
     elif side == "bytearray":
         make = bytearray
