@@ -674,6 +674,15 @@ def test_a_job_pools_the_runs_of_its_processes_in_order(monkeypatch):
         assert out[side]["failures"] == 0 and out[side]["peak_rss_kib"] > 0
 
 
+def record_allocators(monkeypatch, floor) -> list:
+    """The BuddyAllocators benchmarks.floor creates from now on, in order."""
+    made = []
+    real = floor.alloc.BuddyAllocator
+    monkeypatch.setattr(floor.alloc, "BuddyAllocator",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    return made
+
+
 def test_floor_times_each_way_of_writing_a_pair(monkeypatch, capsys):
     """python -m benchmarks.floor: every way frees what it allocates (the
     arena is empty after each loop) and each size gets its five rows."""
@@ -681,10 +690,7 @@ def test_floor_times_each_way_of_writing_a_pair(monkeypatch, capsys):
 
     monkeypatch.setattr(floor, "PAIRS", 500)
     monkeypatch.setattr(floor, "ROUNDS", 1)
-    made = []
-    real = floor.alloc.BuddyAllocator
-    monkeypatch.setattr(floor.alloc, "BuddyAllocator",
-                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    made = record_allocators(monkeypatch, floor)
     for loop in floor.loops(100).values():
         loop()
         assert len(made[-1]) == 0 and made[-1].counters()["free_calls"] % 500 == 0
@@ -704,10 +710,7 @@ def test_floor_takes_churn_py_apart(monkeypatch, capsys):
 
     monkeypatch.setattr(floor, "STEPS", 300)
     monkeypatch.setattr(floor, "ROUNDS", 1)
-    made = []
-    real = floor.alloc.BuddyAllocator
-    monkeypatch.setattr(floor.alloc, "BuddyAllocator",
-                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    made = record_allocators(monkeypatch, floor)
     slots = floor.WORKLOADS["churn-py"].params["slots"]
     for name, run in floor.churn_loops().items():
         assert run() > 0, name
