@@ -69,13 +69,21 @@
 
 #define BITS_MAX_DEPTH 11 /* ceil(64 / 6): enough for 2^64 bits */
 
+/* The top level of a bitmap (its root) holds up to this many words, one
+ * cache line; taking the lowest bit scans it from its first word.  A root
+ * of one word would add a level to many arenas -- 64 MiB of 64-byte blocks
+ * needs 3 levels with it, not 4 -- and placement is address-ordered, so the
+ * scan nearly always stops at the first word.  C churn through
+ * csrc/bench.c, median of 7: 21.0-21.1 -> 19.6-19.8 ns a step. */
+#define BITS_ROOT_WORDS 8
+
 /* ---- bits_: a bitmap with summaries ------------------------------------ */
 
 /* Level d of the bitmap is the array of words at byte offset rel[d] from
  * the start of the allocator's region (the struct buddy): no pointers, so the
  * whole region may be mapped at a different address in every process.
  * Level 0 holds the bits; bit w of level d+1 is set iff word w of level d is
- * non-zero; level depth-1 is a single word.  Every bits_ function takes the
+ * non-zero; level depth-1, the root, has at most BITS_ROOT_WORDS words.  Every bits_ function takes the
  * region's base `r` (the buddy_t) beside the bits_t. */
 typedef struct bits {
     uint64_t rel[BITS_MAX_DEPTH];
@@ -106,13 +114,32 @@ static inline uint64_t bits_words(uint64_t nbits) { return (nbits + 63) >> 6; }
 /* Sets bit i and its summary bits.  Every level is written, without
  * testing whether the summary bit was already set: on churn the bitmaps are
  * sparse, so the test rarely stopped early (the same instructions a step,
- * callgrind) and it was a data-dependent branch. */
-static void bits_set(void *r, const bits_t *s, uint64_t i)
+ * callgrind) and it was a data-dependent branch.  Depths 3 and 4 are
+ * written out (the depth is the same for every order of more than one
+ * word), the loop serves the others; always inlined, as its callers on the
+ * free path are.  C churn through csrc/bench.c, median of 7, with
+ * bits_take_first inlined too: 19.6-19.8 -> 18.8-19.0 ns a step (a switch
+ * falling through depths 4 to 1 instead: 19.4-19.7). */
+static ALWAYS_INLINE void bits_set(void *r, const bits_t *s, uint64_t i)
 {
+    char *base = (char *)r;
     /* depth in a local: the stores below may alias *s (one region), so
      * s->depth would be loaded again after each.  Churn: 25.0-25.5 ->
      * 24.3-24.6 ns a step (C loop, best of 5, alternating). */
     uint32_t depth = s->depth;
+    if (depth == 3) {
+        ((uint64_t *)(base + s->rel[0]))[i >> 6] |= (uint64_t)1 << (i & 63);
+        ((uint64_t *)(base + s->rel[1]))[i >> 12] |= (uint64_t)1 << ((i >> 6) & 63);
+        ((uint64_t *)(base + s->rel[2]))[i >> 18] |= (uint64_t)1 << ((i >> 12) & 63);
+        return;
+    }
+    if (depth == 4) {
+        ((uint64_t *)(base + s->rel[0]))[i >> 6] |= (uint64_t)1 << (i & 63);
+        ((uint64_t *)(base + s->rel[1]))[i >> 12] |= (uint64_t)1 << ((i >> 6) & 63);
+        ((uint64_t *)(base + s->rel[2]))[i >> 18] |= (uint64_t)1 << ((i >> 12) & 63);
+        ((uint64_t *)(base + s->rel[3]))[i >> 24] |= (uint64_t)1 << ((i >> 18) & 63);
+        return;
+    }
     for (uint32_t d = 0; d < depth; d++, i >>= 6)
         bits_lvl(r, s, d)[i >> 6] |= (uint64_t)1 << (i & 63);
 }
@@ -129,23 +156,35 @@ static void bits_clear(void *r, const bits_t *s, uint64_t i)
     }
 }
 
+/* The index of the root's first non-zero word; it must have one. */
+static inline uint64_t bits_root_first(const uint64_t *root)
+{
+    uint64_t t = 0;
+    while (root[t] == 0)
+        t++;
+    return t;
+}
+
 /* Clears the lowest set bit and returns its index; the bitmap must not be
- * empty.  One descent finds it (the lowest bit of each word on the way
- * down); then the way up clears it and, for as long as the words below
- * became zero, its summary bits.  The way up visits every level without a
- * branch: whether a word emptied is data (on churn the lowest word empties
- * on most allocations) and the branch mispredicted.  Churn, CPU time of
- * interleaved runs (median ratio of 11-21 pairs): 0.915x against a branch
- * per level, and 0.972x against keeping the descent's word pointers for
- * the way up (callgrind: 341 -> 338 instructions a step).
+ * empty.  One descent finds it (the first non-zero root word, then the
+ * lowest bit of each word on the way down); then the way up clears it and,
+ * for as long as the words below became zero, its summary bits.  The way
+ * up visits every level without a branch: whether a word emptied is data
+ * (on churn the lowest word empties on most allocations) and the branch
+ * mispredicted.  Churn, CPU time of interleaved runs (median ratio of
+ * 11-21 pairs): 0.915x against a branch per level, and 0.972x against
+ * keeping the descent's word pointers for the way up (callgrind: 341 ->
+ * 338 instructions a step).
  *
  * This loop serves any depth; bits_take_first below writes out the usual
  * ones. */
 static uint64_t bits_take_first_any(void *r, const bits_t *s)
 {
-    uint64_t i = 0;
     uint32_t depth = s->depth; /* a local, as in bits_set */
-    for (uint32_t d = depth; d-- > 0;)
+    const uint64_t *root = bits_lvl(r, s, depth - 1);
+    uint64_t t = bits_root_first(root);
+    uint64_t i = (t << 6) | bits_ctz(root[t]);
+    for (uint32_t d = depth - 1; d-- > 0;)
         i = (i << 6) | bits_ctz(bits_lvl(r, s, d)[i]);
     uint64_t clear = 1, x = i; /* clear: 1 while the words below emptied */
     for (uint32_t d = 0; d < depth; d++, x >>= 6) {
@@ -157,33 +196,36 @@ static uint64_t bits_take_first_any(void *r, const bits_t *s)
     return i;
 }
 
-/* bits_take_first_any for depths 2, 3 and 4 (up to 2^24 minimum blocks,
- * e.g. a 1 GiB arena of 64-byte blocks), written out: the same descent
+/* bits_take_first_any for depths 2, 3 and 4 (up to 2^27 minimum blocks,
+ * e.g. an 8 GiB arena of 64-byte blocks), written out: the same descent
  * and way up, each level's word read once, no loop.  Measured, C churn
  * through csrc/bench.c (median of 7, the same build otherwise): 26.8 ->
  * 23.9 ns a step (churn-dense 26.0 -> 22.4) when the depth still varied
  * with the order; with the orders at one depth (layout_depth), 27.0 ->
- * 22.1.  (Writing bits_set out the same way gained nothing: not done.) */
-static inline uint64_t bits_take_first(void *r, const bits_t *s)
+ * 22.1.  (Writing bits_set out the same way gained nothing then; with
+ * both inlined it does: see bits_set.) */
+static ALWAYS_INLINE uint64_t bits_take_first(void *r, const bits_t *s)
 {
     char *base = (char *)r;
-    uint64_t *l0, *l1, *l2, *l3, w0, w1, w2, x1, x2, x3, i;
+    uint64_t *l0, *l1, *l2, *l3, w0, w1, w2, t, x1, x2, x3, i;
     switch (s->depth) {
     case 2:
         l1 = (uint64_t *)(base + s->rel[1]);
         l0 = (uint64_t *)(base + s->rel[0]);
-        x1 = bits_ctz(l1[0]);
+        t = bits_root_first(l1);
+        x1 = (t << 6) | bits_ctz(l1[t]);
         w0 = l0[x1];
         i = (x1 << 6) | bits_ctz(w0);
         w0 &= w0 - 1; /* the lowest bit off */
         l0[x1] = w0;
-        l1[0] &= ~((uint64_t)(w0 == 0) << x1);
+        l1[t] &= ~((uint64_t)(w0 == 0) << (x1 & 63));
         return i;
     case 3:
         l2 = (uint64_t *)(base + s->rel[2]);
         l1 = (uint64_t *)(base + s->rel[1]);
         l0 = (uint64_t *)(base + s->rel[0]);
-        x2 = bits_ctz(l2[0]);
+        t = bits_root_first(l2);
+        x2 = (t << 6) | bits_ctz(l2[t]);
         x1 = (x2 << 6) | bits_ctz(l1[x2]);
         w0 = l0[x1];
         i = (x1 << 6) | bits_ctz(w0);
@@ -191,14 +233,15 @@ static inline uint64_t bits_take_first(void *r, const bits_t *s)
         l0[x1] = w0;
         w1 = l1[x2] & ~((uint64_t)(w0 == 0) << (x1 & 63));
         l1[x2] = w1;
-        l2[0] &= ~((uint64_t)(w1 == 0) << x2);
+        l2[t] &= ~((uint64_t)(w1 == 0) << (x2 & 63));
         return i;
     case 4:
         l3 = (uint64_t *)(base + s->rel[3]);
         l2 = (uint64_t *)(base + s->rel[2]);
         l1 = (uint64_t *)(base + s->rel[1]);
         l0 = (uint64_t *)(base + s->rel[0]);
-        x3 = bits_ctz(l3[0]);
+        t = bits_root_first(l3);
+        x3 = (t << 6) | bits_ctz(l3[t]);
         x2 = (x3 << 6) | bits_ctz(l2[x3]);
         x1 = (x2 << 6) | bits_ctz(l1[x2]);
         w0 = l0[x1];
@@ -209,7 +252,7 @@ static inline uint64_t bits_take_first(void *r, const bits_t *s)
         l1[x2] = w1;
         w2 = l2[x3] & ~((uint64_t)(w1 == 0) << (x2 & 63));
         l2[x3] = w2;
-        l3[0] &= ~((uint64_t)(w2 == 0) << x3);
+        l3[t] &= ~((uint64_t)(w2 == 0) << (x3 & 63));
         return i;
     default:
         return bits_take_first_any(r, s);
@@ -285,9 +328,10 @@ static inline unsigned log2_ceil(uint64_t n) /* n >= 1 */
 }
 
 /* Levels of the free bitmap of an order of `words` words: one if one
- * word holds it, else D, the levels order 0's needs (D >= the order's
- * own).  The trees of the orders below the one-word ones are topped up
- * with one-word levels (bit 0 set iff the word below is non-zero), so the
+ * word holds it, else D, the levels order 0's needs to reach a root of at
+ * most BITS_ROOT_WORDS words (D >= the order's own).  The trees of the
+ * orders below the one-word ones are topped up with one-word levels where
+ * they need fewer (bit 0 set iff the word below is non-zero), so the
  * walks up and down a tree (bits_set, bits_take_first) take the same path
  * at each of those orders: which order a request falls in is data, and a
  * walk whose length followed it mispredicted (a switch or a loop exit per
@@ -296,12 +340,12 @@ static inline unsigned log2_ceil(uint64_t n) /* n >= 1 */
  * -> 22.1-22.4 ns a step, churn-75pct 24.5 -> 22.7.  The one-word orders
  * keep their one level: topping up the top order too made each pair on
  * an empty arena (it takes and frees that order's block) 19.1 -> 24-30 ns.
- * At most L D words more (18 for a 64 MiB arena of 64-byte blocks). */
+ * At most L D words more than each order's own tree would need. */
 static uint32_t layout_depth(uint64_t nmin, uint64_t words)
 {
     uint32_t depth = 1;
     if (words > 1)
-        for (uint64_t w = bits_words(nmin); w > 1; w = bits_words(w))
+        for (uint64_t w = bits_words(nmin); w > BITS_ROOT_WORDS; w = bits_words(w))
             depth++;
     return depth;
 }
@@ -353,7 +397,7 @@ static inline uint64_t *order_free(const buddy_t *b, unsigned k)
     return bits_lvl(b, &b->order[k].free, 0);
 }
 
-static inline void order_set_free(buddy_t *b, unsigned k, uint64_t i)
+static ALWAYS_INLINE void order_set_free(buddy_t *b, unsigned k, uint64_t i)
 {
     bits_set(b, &b->order[k].free, i);
     if (b->st.free_blocks[k]++ == 0)
@@ -1238,7 +1282,8 @@ static void check_bitmaps(const buddy_t *b, check_t *c)
                           "order %u: summary level %u bit %llu disagrees with "
                           "the word below", k, d + 1, (unsigned long long)x);
             } else {
-                check_that(c, nw == 1, "order %u: top summary is not one word", k);
+                check_that(c, nw <= BITS_ROOT_WORDS, "order %u: root level %u has "
+                      "%llu words", k, d, (unsigned long long)nw);
             }
             nbits = nw;
         }

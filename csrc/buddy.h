@@ -31,26 +31,29 @@
  * ---------------------------------------------------------------------------
  * Metadata: for each order k, a free bitmap and (k >= 1) a split bitmap of
  * N_k = ceil(N / 2^k) bits, and above each free bitmap a summary tree with
- * one bit per non-zero 64-bit word.  The tree of every order of more than
- * one word has D levels, the number order 0's needs (D = ceil(log64 N) <=
- * 11; a smaller order's top levels are single words), so that walking a
- * tree takes the same path at each of them; an order of one word has that
- * one level (D_k = 1 if N_k <= 64, else D).  In 64-bit words:
+ * one bit per non-zero 64-bit word, up to a root of at most 8 words.  The
+ * tree of every order of more than one word has D levels, the number order
+ * 0's needs (D = max(1, ceil(log64(N / 8))) <= 11; a smaller order's top
+ * levels are single words), so that walking a tree takes the same path at
+ * each of them; an order of one word has that one level (D_k = 1 if
+ * N_k <= 64, else D).  In 64-bit words:
  *
  *     words = sum_k sum_{d<D_k} ceil(N_k / 64^(d+1))  (free bitmaps, summaries)
  *           + sum_{k>=1} ceil(N_k / 64)                 (split bitmaps)
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes.
  * buddy_metadata_bytes() reports the exact figure; a 64 MiB arena of
- * 64-byte blocks (N = 2^20) needs 401,072 bytes.
+ * 64-byte blocks (N = 2^20) needs 400,960 bytes.
  *
- * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) words and
- * use find-first-set instructions; nothing is ever scanned.  Clearing a
- * bit changes a summary word only when the word below it becomes zero;
- * setting one sets its summary bit at every level (D + 1 words), and
- * taking the lowest free bit writes every level of its path back: no
- * data-dependent branch (they mispredicted), and the summary words are few
- * and hot.  So the usual cost is a few words per level split or merged.  The most recent split is kept
+ * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) + 7
+ * words and use find-first-set instructions; nothing is scanned but a root
+ * of up to 8 words, from its first (placement is address-ordered, so that
+ * is nearly always the one).  Clearing a bit changes a summary word only
+ * when the word below it becomes zero; setting one sets its summary bit at
+ * every level (D + 1 words), and taking the lowest free bit writes every
+ * level of its path back: no data-dependent branch (they mispredicted),
+ * and the summary words are few and hot.  So the usual cost is a few words
+ * per level split or merged.  The most recent split is kept
  * pending (only the counters record it) until an operation needs its bits:
  * an alloc followed by the free of that block costs O(L) counter updates
  * (L + 1 per operation: on an empty 64 MiB / 64 B arena, a pair is ~353
@@ -108,7 +111,7 @@ extern "C" {
 #define BUDDY_MAX_ORDER 62
 /* The layout of the metadata region; buddy_attach_at refuses any other.
  * Raised whenever the region's layout changes. */
-#define BUDDY_LAYOUT_VERSION 3
+#define BUDDY_LAYOUT_VERSION 4
 
 /* Every fallible function returns one of these.  buddy_strerror() has a
  * sentence for each. */

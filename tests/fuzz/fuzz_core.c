@@ -463,9 +463,9 @@ static void check_metadata(uint64_t capacity, uint64_t min_size)
     if (!valid)
         return;
     uint64_t n = capacity / min_size;
-    unsigned L = log2_ceil(n), D = 0;
-    while (6 * D < 63 && n > ((uint64_t)1 << (6 * D)))
-        D++; /* ceil(log64 N) */
+    unsigned L = log2_ceil(n), D = 1;
+    while (D < 10 && n > ((uint64_t)8 << (6 * D)))
+        D++; /* max(1, ceil(log64(N / 8))): a root of up to 8 words */
     long double bound = (3.0L + 2.0L / 63.0L) * (long double)n / 8.0L +
                         8.0L * (3.0L * L + 3.0L) * (D + 1.0L) +
                         4096.0L + 256.0L * (L + 1.0L);
