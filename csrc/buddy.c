@@ -96,7 +96,23 @@ static inline uint64_t *bits_lvl(const void *r, const bits_t *s, uint32_t d)
     return (uint64_t *)((char *)(uintptr_t)r + s->rel[d]);
 }
 
-static inline unsigned bits_ctz(uint64_t x) { return (unsigned)__builtin_ctzll(x); }
+/* The index of x's lowest set bit; x != 0.  On x86-64 GCC and Clang the
+ * instruction is written out: __builtin_ctzll returns an int, and GCC
+ * sign-extends it (one more instruction, and one more cycle on each level
+ * of a descent, whose loads wait for it).  TZCNT runs as BSF on a CPU
+ * without BMI1, which gives the same index for every x != 0.  C churn
+ * through csrc/bench.c, median of 7, 3 alternating runs: 18.9-20.2 ->
+ * 18.3-18.5 ns a step. */
+#if defined(__x86_64__) && defined(__GNUC__)
+static inline uint64_t bits_ctz(uint64_t x)
+{
+    uint64_t r;
+    __asm__("tzcnt %1, %0" : "=r"(r) : "rm"(x) : "cc");
+    return r;
+}
+#else
+static inline uint64_t bits_ctz(uint64_t x) { return (uint64_t)__builtin_ctzll(x); }
+#endif
 static inline unsigned bits_clz(uint64_t x) { return (unsigned)__builtin_clzll(x); }
 
 static inline int bits_test(const uint64_t *w, uint64_t i)
@@ -630,7 +646,7 @@ static void layout_init(buddy_t *b, uint64_t capacity, uint64_t min_size,
     b->storage = storage;
     b->nmin = nmin;
     b->top = top;
-    b->shift = bits_ctz(min_size);
+    b->shift = (uint32_t)bits_ctz(min_size);
     b->st.capacity = nmin * min_size;
     b->st.min_size = min_size;
     b->st.max_order = top;
@@ -815,7 +831,7 @@ static ALWAYS_INLINE int64_t alloc_locked(buddy_t *b, uint64_t size, unsigned k)
         b->st.failed_allocs++;
         return -1;
     }
-    unsigned j = k + bits_ctz(avail); /* smallest order with a free block */
+    unsigned j = k + (unsigned)bits_ctz(avail); /* smallest order with a free block */
     /* The bitmaps of order j are complete unless the pending split has a
      * free block there; a new split needs the old one written out. */
     if (chain_pending(b) && (j > k || (j >= b->chain_low && j < b->chain_top)))
