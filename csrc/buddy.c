@@ -83,11 +83,18 @@
  * the start of the allocator's region (the struct buddy): no pointers, so the
  * whole region may be mapped at a different address in every process.
  * Level 0 holds the bits; bit w of level d+1 is set iff word w of level d is
- * non-zero; level depth-1, the root, has at most BITS_ROOT_WORDS words.  Every bits_ function takes the
- * region's base `r` (the buddy_t) beside the bits_t. */
+ * non-zero; level depth-1, the root, has at most BITS_ROOT_WORDS words and
+ * is the bits_t's own root[] (rel[depth-1] points there): a walk down the
+ * tree starts with a load whose address needs no offset loaded first.
+ * The walk's loads wait on each other, so its first one counts: C churn
+ * through csrc/bench.c, median of 7, 3 alternating runs: 18.4-18.5 ->
+ * 17.9-18.4 ns a step (a 1 GiB arena: 20.8-21.0 -> 20.2-20.9).  Every bits_ function takes the region's base `r`
+ * (the buddy_t) beside the bits_t, which lies inside it. */
 typedef struct bits {
     uint64_t rel[BITS_MAX_DEPTH];
     uint32_t depth;
+    uint32_t unused; /* zero */
+    uint64_t root[BITS_ROOT_WORDS]; /* level depth-1; unused words zero */
 } bits_t;
 
 /* Level d of s in the region at r. */
@@ -136,7 +143,7 @@ static inline uint64_t bits_words(uint64_t nbits) { return (nbits + 63) >> 6; }
  * free path are.  C churn through csrc/bench.c, median of 7, with
  * bits_take_first inlined too: 19.6-19.8 -> 18.8-19.0 ns a step (a switch
  * falling through depths 4 to 1 instead: 19.4-19.7). */
-static ALWAYS_INLINE void bits_set(void *r, const bits_t *s, uint64_t i)
+static ALWAYS_INLINE void bits_set(void *r, bits_t *s, uint64_t i)
 {
     char *base = (char *)r;
     /* depth in a local: the stores below may alias *s (one region), so
@@ -146,21 +153,21 @@ static ALWAYS_INLINE void bits_set(void *r, const bits_t *s, uint64_t i)
     if (depth == 3) {
         ((uint64_t *)(base + s->rel[0]))[i >> 6] |= (uint64_t)1 << (i & 63);
         ((uint64_t *)(base + s->rel[1]))[i >> 12] |= (uint64_t)1 << ((i >> 6) & 63);
-        ((uint64_t *)(base + s->rel[2]))[i >> 18] |= (uint64_t)1 << ((i >> 12) & 63);
+        s->root[i >> 18] |= (uint64_t)1 << ((i >> 12) & 63);
         return;
     }
     if (depth == 4) {
         ((uint64_t *)(base + s->rel[0]))[i >> 6] |= (uint64_t)1 << (i & 63);
         ((uint64_t *)(base + s->rel[1]))[i >> 12] |= (uint64_t)1 << ((i >> 6) & 63);
         ((uint64_t *)(base + s->rel[2]))[i >> 18] |= (uint64_t)1 << ((i >> 12) & 63);
-        ((uint64_t *)(base + s->rel[3]))[i >> 24] |= (uint64_t)1 << ((i >> 18) & 63);
+        s->root[i >> 24] |= (uint64_t)1 << ((i >> 18) & 63);
         return;
     }
     for (uint32_t d = 0; d < depth; d++, i >>= 6)
         bits_lvl(r, s, d)[i >> 6] |= (uint64_t)1 << (i & 63);
 }
 
-static void bits_clear(void *r, const bits_t *s, uint64_t i)
+static void bits_clear(void *r, bits_t *s, uint64_t i)
 {
     uint32_t depth = s->depth; /* a local, as in bits_set */
     for (uint32_t d = 0; d < depth; d++) {
@@ -194,7 +201,7 @@ static inline uint64_t bits_root_first(const uint64_t *root)
  *
  * This loop serves any depth; bits_take_first below writes out the usual
  * ones. */
-static uint64_t bits_take_first_any(void *r, const bits_t *s)
+static uint64_t bits_take_first_any(void *r, bits_t *s)
 {
     uint32_t depth = s->depth; /* a local, as in bits_set */
     const uint64_t *root = bits_lvl(r, s, depth - 1);
@@ -220,13 +227,13 @@ static uint64_t bits_take_first_any(void *r, const bits_t *s)
  * with the order; with the orders at one depth (layout_depth), 27.0 ->
  * 22.1.  (Writing bits_set out the same way gained nothing then; with
  * both inlined it does: see bits_set.) */
-static ALWAYS_INLINE uint64_t bits_take_first(void *r, const bits_t *s)
+static ALWAYS_INLINE uint64_t bits_take_first(void *r, bits_t *s)
 {
     char *base = (char *)r;
     uint64_t *l0, *l1, *l2, *l3, w0, w1, w2, t, x1, x2, x3, i;
     switch (s->depth) {
     case 2:
-        l1 = (uint64_t *)(base + s->rel[1]);
+        l1 = s->root;
         l0 = (uint64_t *)(base + s->rel[0]);
         t = bits_root_first(l1);
         x1 = (t << 6) | bits_ctz(l1[t]);
@@ -237,7 +244,7 @@ static ALWAYS_INLINE uint64_t bits_take_first(void *r, const bits_t *s)
         l1[t] &= ~((uint64_t)(w0 == 0) << (x1 & 63));
         return i;
     case 3:
-        l2 = (uint64_t *)(base + s->rel[2]);
+        l2 = s->root;
         l1 = (uint64_t *)(base + s->rel[1]);
         l0 = (uint64_t *)(base + s->rel[0]);
         t = bits_root_first(l2);
@@ -252,7 +259,7 @@ static ALWAYS_INLINE uint64_t bits_take_first(void *r, const bits_t *s)
         l2[t] &= ~((uint64_t)(w1 == 0) << (x2 & 63));
         return i;
     case 4:
-        l3 = (uint64_t *)(base + s->rel[3]);
+        l3 = s->root;
         l2 = (uint64_t *)(base + s->rel[2]);
         l1 = (uint64_t *)(base + s->rel[1]);
         l0 = (uint64_t *)(base + s->rel[0]);
@@ -282,13 +289,13 @@ typedef struct order {
     uint64_t split;  /* byte offset of the split bitmap in the region;
                         0 (none) for order 0 */
     uint64_t nbits;  /* N_k = ceil(N / 2^k) blocks at least partly inside */
-    /* Always zero: 128 bytes a descriptor make b->order[k] one shift
-     * instead of a multiply by 112 (336 bytes more metadata at L = 20).
-     * Churn: 349 -> 341 instructions a step (callgrind), 0.954x the time
-     * (median of 21 interleaved run pairs). */
-    uint64_t pad[2];
+    /* Always zero: a descriptor of a power of two bytes makes b->order[k]
+     * one shift instead of a multiply (with 128 bytes against 112, before
+     * the root moved in: churn 349 -> 341 instructions a step, callgrind,
+     * and 0.954x the time, median of 21 interleaved run pairs). */
+    uint64_t pad[10];
 } order_t;
-typedef char order_t_is_128_bytes[sizeof(order_t) == 128 ? 1 : -1];
+typedef char order_t_is_256_bytes[sizeof(order_t) == 256 ? 1 : -1];
 
 /* Where the region came from, so that close and destroy release it right. */
 #define STORAGE_CALLOC 1 /* buddy_new, under BUDDY_MMAP_MIN bytes */
@@ -366,7 +373,8 @@ static uint32_t layout_depth(uint64_t nmin, uint64_t words)
     return depth;
 }
 
-/* Words of metadata for N minimum blocks (free bitmaps, summaries, splits). */
+/* Words of metadata for N minimum blocks after the descriptors: the levels
+ * of the free bitmaps below their roots, and the split bitmaps. */
 static uint64_t layout_words(uint64_t nmin, unsigned top)
 {
     uint64_t words = 0;
@@ -376,10 +384,9 @@ static uint64_t layout_words(uint64_t nmin, unsigned top)
         uint32_t depth = layout_depth(nmin, w);
         if (k > 0)
             words += w; /* split bitmap */
-        words += w;
-        for (uint32_t d = 1; d < depth; d++) { /* summaries */
-            w = bits_words(w);
+        for (uint32_t d = 0; d + 1 < depth; d++) { /* below the root */
             words += w;
+            w = bits_words(w);
         }
     }
     return words;
@@ -616,17 +623,21 @@ static int layout_carve(buddy_t *b, uint64_t nmin, unsigned top, int verify)
             want.split = at;
             at += 8 * w;
         }
-        want.free.rel[0] = at;
-        at += 8 * w;
         want.free.depth = layout_depth(nmin, w);
-        for (uint32_t d = 1; d < want.free.depth; d++) {
-            w = bits_words(w);
+        for (uint32_t d = 0; d + 1 < want.free.depth; d++) { /* below the root */
             want.free.rel[d] = at;
             at += 8 * w;
+            w = bits_words(w);
         }
-        if (!verify)
+        want.free.rel[want.free.depth - 1] =
+            (uint64_t)((char *)b->order[k].free.root - (char *)b);
+        if (!verify) {
             b->order[k] = want;
-        else if (memcmp(&b->order[k], &want, sizeof want) != 0)
+            continue;
+        }
+        /* the root's words are state, not layout */
+        memcpy(want.free.root, b->order[k].free.root, sizeof want.free.root);
+        if (memcmp(&b->order[k], &want, sizeof want) != 0)
             return 0;
     }
     BUDDY_ASSERT(at == layout_head(top) + 8 * layout_words(nmin, top));
@@ -1300,6 +1311,9 @@ static void check_bitmaps(const buddy_t *b, check_t *c)
             } else {
                 check_that(c, nw <= BITS_ROOT_WORDS, "order %u: root level %u has "
                       "%llu words", k, d, (unsigned long long)nw);
+                for (uint64_t x = nw; x < BITS_ROOT_WORDS && !c->failed; x++)
+                    check_that(c, o->free.root[x] == 0, "order %u: root word %llu, "
+                          "past the root's end, is not zero", k, (unsigned long long)x);
             }
             nbits = nw;
         }

@@ -36,14 +36,16 @@
  * 0's needs (D = max(1, ceil(log64(N / 8))) <= 11; a smaller order's top
  * levels are single words), so that walking a tree takes the same path at
  * each of them; an order of one word has that one level (D_k = 1 if
- * N_k <= 64, else D).  In 64-bit words:
+ * N_k <= 64, else D).  Each tree's root lives in its order's descriptor
+ * (256 bytes an order, beside a struct of under 1 KiB); the rest, in
+ * 64-bit words:
  *
- *     words = sum_k sum_{d<D_k} ceil(N_k / 64^(d+1))  (free bitmaps, summaries)
- *           + sum_{k>=1} ceil(N_k / 64)                 (split bitmaps)
+ *     words = sum_k sum_{d<D_k-1} ceil(N_k / 64^(d+1))  (free bitmaps, summaries)
+ *           + sum_{k>=1} ceil(N_k / 64)                   (split bitmaps)
  *
  * which is at most (3 + 2/63) N bits + 8 (3L + 3) * (D + 1) bytes.
  * buddy_metadata_bytes() reports the exact figure; a 64 MiB arena of
- * 64-byte blocks (N = 2^20) needs 400,960 bytes.
+ * 64-byte blocks (N = 2^20) needs 403,448 bytes.
  *
  * Time: buddy_alloc and buddy_free touch at most 2 (L + 1)(D + 2) + 7
  * words and use find-first-set instructions; nothing is scanned but a root
@@ -111,7 +113,7 @@ extern "C" {
 #define BUDDY_MAX_ORDER 62
 /* The layout of the metadata region; buddy_attach_at refuses any other.
  * Raised whenever the region's layout changes. */
-#define BUDDY_LAYOUT_VERSION 4
+#define BUDDY_LAYOUT_VERSION 5
 
 /* Every fallible function returns one of these.  buddy_strerror() has a
  * sentence for each. */

@@ -451,8 +451,8 @@ static void check_all(void)
 
 /* buddy_metadata_bytes: 0 exactly for invalid arguments; otherwise within
  * buddy.h's bound on the bitmaps, (3 + 2/63) N bits + 8 (3L + 3)(D + 1)
- * bytes, plus the structs (the allocator's and one per order: a generous
- * 4096 + 256 (L + 1) bytes; the current core needs about a third). */
+ * bytes, plus the structs (the allocator's and one per order: 4096 +
+ * 256 (L + 1) bytes; the current core needs under 1 KiB + 256 (L + 1)). */
 static void check_metadata(uint64_t capacity, uint64_t min_size)
 {
     uint64_t md = buddy_metadata_bytes(capacity, min_size);
