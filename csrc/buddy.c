@@ -88,8 +88,9 @@
  * tree starts with a load whose address needs no offset loaded first.
  * The walk's loads wait on each other, so its first one counts: C churn
  * through csrc/bench.c, median of 7, 3 alternating runs: 18.4-18.5 ->
- * 17.9-18.4 ns a step (a 1 GiB arena: 20.8-21.0 -> 20.2-20.9).  Every bits_ function takes the region's base `r`
- * (the buddy_t) beside the bits_t, which lies inside it. */
+ * 17.9-18.4 ns a step (a 1 GiB arena: 20.8-21.0 -> 20.2-20.9).  Every
+ * bits_ function takes the region's base `r` (the buddy_t) beside the
+ * bits_t, which lies inside it. */
 typedef struct bits {
     uint64_t rel[BITS_MAX_DEPTH];
     uint32_t depth;
@@ -289,10 +290,11 @@ typedef struct order {
     uint64_t split;  /* byte offset of the split bitmap in the region;
                         0 (none) for order 0 */
     uint64_t nbits;  /* N_k = ceil(N / 2^k) blocks at least partly inside */
-    /* Always zero: a descriptor of a power of two bytes makes b->order[k]
-     * one shift instead of a multiply (with 128 bytes against 112, before
-     * the root moved in: churn 349 -> 341 instructions a step, callgrind,
-     * and 0.954x the time, median of 21 interleaved run pairs). */
+    /* Always zero: a descriptor of a power of two bytes (256, with its
+     * root) makes b->order[k] one shift instead of a multiply (with 128
+     * bytes against 112, before the root moved in: churn 349 -> 341
+     * instructions a step, callgrind, and 0.954x the time, median of 21
+     * interleaved run pairs). */
     uint64_t pad[10];
 } order_t;
 typedef char order_t_is_256_bytes[sizeof(order_t) == 256 ? 1 : -1];
